@@ -1,0 +1,316 @@
+/* config.c — INI + environment configuration (see config.h). */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef AF_SYSCONFDIR
+#define AF_SYSCONFDIR "/etc/authflow"
+#endif
+
+enum kind { K_STR, K_INT, K_BOOL, K_ENUM };
+
+struct key {
+    const char *section, *name;
+    enum kind kind;
+    size_t off;
+    const char *def;
+    long min, max;          /* K_INT bounds */
+    const char *choices;    /* K_ENUM: space separated */
+};
+
+#define OFF(f) offsetof(struct af_config, f)
+static const struct key keys[] = {
+    {"server", "public_url", K_STR, OFF(public_url), "http://127.0.0.1:8080", 0, 0, NULL},
+    {"server", "api_prefix", K_STR, OFF(api_prefix), "/api/v1", 0, 0, NULL},
+    {"server", "max_body_bytes", K_INT, OFF(max_body_bytes), "65536", 1024, 16777216, NULL},
+    {"server", "allowed_origins", K_STR, OFF(allowed_origins), "", 0, 0, NULL},
+    {"server", "trusted_proxies", K_STR, OFF(trusted_proxies), "", 0, 0, NULL},
+    {"database", "dsn", K_STR, OFF(db_dsn), "dbname=authflow", 0, 0, NULL},
+    {"database", "connect_timeout", K_INT, OFF(db_connect_timeout), "3", 1, 60, NULL},
+    {"redis", "host", K_STR, OFF(redis_host), "127.0.0.1", 0, 0, NULL},
+    {"redis", "port", K_INT, OFF(redis_port), "6379", 1, 65535, NULL},
+    {"redis", "socket", K_STR, OFF(redis_socket), "", 0, 0, NULL},
+    {"redis", "password", K_STR, OFF(redis_password), "", 0, 0, NULL},
+    {"redis", "db", K_INT, OFF(redis_db), "0", 0, 15, NULL},
+    {"redis", "connect_timeout_ms", K_INT, OFF(redis_connect_timeout_ms), "200", 1, 60000, NULL},
+    {"redis", "command_timeout_ms", K_INT, OFF(redis_command_timeout_ms), "200", 1, 60000, NULL},
+    {"tokens", "keys_dir", K_STR, OFF(keys_dir), "/var/lib/authflow/keys", 0, 0, NULL},
+    {"tokens", "algorithm", K_ENUM, OFF(algorithm), "ES256", 0, 0, "ES256 RS256"},
+    {"tokens", "issuer", K_STR, OFF(issuer), "http://127.0.0.1:8080", 0, 0, NULL},
+    {"tokens", "audience", K_STR, OFF(audience), "authflow", 0, 0, NULL},
+    {"tokens", "access_ttl", K_INT, OFF(access_ttl), "900", 30, 86400, NULL},
+    {"tokens", "refresh_ttl", K_INT, OFF(refresh_ttl), "2592000", 60, 31536000, NULL},
+    {"tokens", "refresh_idle_ttl", K_INT, OFF(refresh_idle_ttl), "604800", 60, 31536000, NULL},
+    {"tokens", "refresh_reuse_grace", K_INT, OFF(refresh_reuse_grace), "10", 0, 300, NULL},
+    {"tokens", "fingerprint", K_STR, OFF(fingerprint), "user_agent accept_language", 0, 0, NULL},
+    {"cookies", "enabled", K_BOOL, OFF(cookies_enabled), "true", 0, 0, NULL},
+    {"cookies", "secure", K_BOOL, OFF(cookies_secure), "true", 0, 0, NULL},
+    {"passwords", "min_length", K_INT, OFF(password_min_length), "12", 8, 128, NULL},
+    {"passwords", "argon2_iterations", K_INT, OFF(argon2_iterations), "2", 2, 16, NULL},
+    {"passwords", "argon2_memory_kib", K_INT, OFF(argon2_memory_kib), "19456", 19456, 4194304, NULL},
+    {"auth", "require_verified_email", K_BOOL, OFF(require_verified_email), "false", 0, 0, NULL},
+    {"log", "level", K_ENUM, OFF(log_level), "info", 0, 0, "debug info warn error"},
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static int set_value(struct af_config *c, const struct key *k, const char *val,
+                     const char *where, char *err, size_t errlen)
+{
+    char *base = (char *)c;
+    switch (k->kind) {
+    case K_STR:
+    case K_ENUM: {
+        if (k->kind == K_ENUM) {
+            size_t vl = strlen(val);
+            const char *p = k->choices;
+            int ok = 0;
+            while (*p) {
+                size_t n = strcspn(p, " ");
+                if (n == vl && strncmp(p, val, n) == 0)
+                    ok = 1;
+                p += n;
+                while (*p == ' ')
+                    p++;
+            }
+            if (!ok || vl == 0) {
+                snprintf(err, errlen, "%s: [%s] %s: '%s' is not one of: %s", where,
+                         k->section, k->name, val, k->choices);
+                return -1;
+            }
+        }
+        char **slot = (char **)(base + k->off);
+        char *dup = strdup(val);
+        if (!dup) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        free(*slot);
+        *slot = dup;
+        return 0;
+    }
+    case K_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(val, &end, 10);
+        if (errno || end == val || *end || v < k->min || v > k->max) {
+            snprintf(err, errlen, "%s: [%s] %s: '%s' is not a whole number from %ld to %ld",
+                     where, k->section, k->name, val, k->min, k->max);
+            return -1;
+        }
+        *(long *)(base + k->off) = v;
+        return 0;
+    }
+    case K_BOOL: {
+        bool v;
+        if (!strcmp(val, "true") || !strcmp(val, "yes") || !strcmp(val, "on") || !strcmp(val, "1"))
+            v = true;
+        else if (!strcmp(val, "false") || !strcmp(val, "no") || !strcmp(val, "off") || !strcmp(val, "0"))
+            v = false;
+        else {
+            snprintf(err, errlen, "%s: [%s] %s: '%s' is not true or false", where,
+                     k->section, k->name, val);
+            return -1;
+        }
+        *(bool *)(base + k->off) = v;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static const struct key *find_key(const char *section, const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strcmp(keys[i].section, section) && !strcmp(keys[i].name, name))
+            return &keys[i];
+    return NULL;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static int parse_ini(struct af_config *c, const char *text, const char *where,
+                     char *err, size_t errlen)
+{
+    char section[64] = "";
+    int lineno = 0;
+    const char *p = text;
+    while (*p) {
+        size_t n = strcspn(p, "\n");
+        char line[4096];
+        lineno++;
+        if (n >= sizeof line) {
+            snprintf(err, errlen, "%s:%d: line too long", where, lineno);
+            return -1;
+        }
+        memcpy(line, p, n);
+        line[n] = '\0';
+        p += n;
+        if (*p == '\n')
+            p++;
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#' || *s == ';')
+            continue;
+        if (*s == '[') {
+            char *e = strchr(s, ']');
+            if (!e || e[1] != '\0' || (size_t)(e - s - 1) >= sizeof section) {
+                snprintf(err, errlen, "%s:%d: bad section header", where, lineno);
+                return -1;
+            }
+            *e = '\0';
+            snprintf(section, sizeof section, "%s", trim(s + 1));
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected key = value", where, lineno);
+            return -1;
+        }
+        *eq = '\0';
+        char *name = trim(s), *val = trim(eq + 1);
+        const struct key *k = find_key(section, name);
+        if (!k) {
+            snprintf(err, errlen, "%s:%d: unknown key [%s] %s", where, lineno, section, name);
+            return -1;
+        }
+        char w[512];
+        snprintf(w, sizeof w, "%s:%d", where, lineno);
+        if (set_value(c, k, val, w, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int apply_env(struct af_config *c, char *err, size_t errlen)
+{
+    extern char **environ;
+    /* Known keys first, then any other AUTHFLOW_ variable is a typo. */
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "AUTHFLOW_", 9) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        size_t nlen = (size_t)(eq - *e);
+        if (nlen == 15 && !strncmp(*e, "AUTHFLOW_CONFIG", 15))
+            continue;
+        int matched = 0;
+        for (size_t i = 0; i < NKEYS; i++) {
+            char name[128];
+            int n = snprintf(name, sizeof name, "AUTHFLOW_%s_%s", keys[i].section, keys[i].name);
+            for (int j = 0; j < n; j++)
+                name[j] = (char)toupper((unsigned char)name[j]);
+            if ((size_t)n == nlen && !strncmp(*e, name, nlen)) {
+                if (set_value(c, &keys[i], eq + 1, name, err, errlen) < 0)
+                    return -1;
+                matched = 1;
+                break;
+            }
+        }
+        (void)matched; /* other AUTHFLOW_* variables belong to scripts */
+    }
+    return 0;
+}
+
+static int defaults(struct af_config *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (set_value(c, &keys[i], keys[i].def, "default", err, errlen) < 0)
+            return -1;
+    return 0;
+}
+
+static int check(struct af_config *c, char *err, size_t errlen)
+{
+    if (c->api_prefix[0] != '/' || c->api_prefix[strlen(c->api_prefix) - 1] == '/') {
+        snprintf(err, errlen, "[server] api_prefix: '%s' must start with / and not end with /",
+                 c->api_prefix);
+        return -1;
+    }
+    if (strncmp(c->public_url, "http://", 7) && strncmp(c->public_url, "https://", 8)) {
+        snprintf(err, errlen, "[server] public_url: '%s' is not an http(s) URL", c->public_url);
+        return -1;
+    }
+    char *fp = strdup(c->fingerprint), *save = NULL;
+    for (char *t = strtok_r(fp, " ", &save); t; t = strtok_r(NULL, " ", &save))
+        if (strcmp(t, "user_agent") && strcmp(t, "accept_language") && strcmp(t, "ip_prefix")) {
+            snprintf(err, errlen, "[tokens] fingerprint: unknown part '%s'", t);
+            free(fp);
+            return -1;
+        }
+    free(fp);
+    if (c->refresh_idle_ttl > c->refresh_ttl) {
+        snprintf(err, errlen, "[tokens] refresh_idle_ttl: must not exceed refresh_ttl");
+        return -1;
+    }
+    return 0;
+}
+
+int af_config_load_string(struct af_config *c, const char *text, bool use_env,
+                          char *err, size_t errlen)
+{
+    if (defaults(c, err, errlen) < 0)
+        return -1;
+    if (text && parse_ini(c, text, "config", err, errlen) < 0)
+        return -1;
+    if (use_env && apply_env(c, err, errlen) < 0)
+        return -1;
+    return check(c, err, errlen);
+}
+
+int af_config_load(struct af_config *c, const char *path, char *err, size_t errlen)
+{
+    if (defaults(c, err, errlen) < 0)
+        return -1;
+    if (path) {
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        char *text = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&text, &len);
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+            fwrite(buf, 1, n, m);
+        fclose(f);
+        fclose(m);
+        int rc = parse_ini(c, text, path, err, errlen);
+        free(text);
+        if (rc < 0)
+            return -1;
+    }
+    if (apply_env(c, err, errlen) < 0)
+        return -1;
+    return check(c, err, errlen);
+}
+
+void af_config_free(struct af_config *c)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (keys[i].kind == K_STR || keys[i].kind == K_ENUM) {
+            char **slot = (char **)((char *)c + keys[i].off);
+            free(*slot);
+            *slot = NULL;
+        }
+}
+
+const char *af_config_default_path(void)
+{
+    const char *p = getenv("AUTHFLOW_CONFIG");
+    return p && *p ? p : AF_SYSCONFDIR "/authflow.conf";
+}

@@ -1,0 +1,45 @@
+/* config.h — authflow configuration.
+ *
+ * Read once at start-up from an INI file, then from AUTHFLOW_<SECTION>_<KEY>
+ * environment variables, which win. Every key is declared in one table in
+ * config.c with its type and bounds: an unknown key, a bad value or a value
+ * out of range is an error naming the key, and the program refuses to start. */
+#ifndef AF_CONFIG_H
+#define AF_CONFIG_H
+#include <stdbool.h>
+#include <stddef.h>
+
+struct af_config {
+    /* server */
+    char *public_url, *api_prefix, *allowed_origins, *trusted_proxies;
+    long max_body_bytes;
+    /* database */
+    char *db_dsn;
+    long db_connect_timeout;
+    /* redis */
+    char *redis_host, *redis_socket, *redis_password;
+    long redis_port, redis_db, redis_connect_timeout_ms, redis_command_timeout_ms;
+    /* tokens */
+    char *keys_dir, *algorithm, *issuer, *audience, *fingerprint;
+    long access_ttl, refresh_ttl, refresh_idle_ttl, refresh_reuse_grace;
+    /* cookies */
+    bool cookies_enabled, cookies_secure;
+    /* passwords */
+    long password_min_length, argon2_iterations, argon2_memory_kib;
+    /* auth */
+    bool require_verified_email;
+    /* log */
+    char *log_level;
+};
+
+/* Defaults, then the file (if path is non-NULL), then the environment.
+ * On failure writes a message naming the key into err and returns -1. */
+int af_config_load(struct af_config *c, const char *path, char *err, size_t errlen);
+/* Same, from a string (for tests and fuzzing); env is applied when use_env. */
+int af_config_load_string(struct af_config *c, const char *text, bool use_env,
+                          char *err, size_t errlen);
+void af_config_free(struct af_config *c);
+/* The path responders use: $AUTHFLOW_CONFIG or the installed default. */
+const char *af_config_default_path(void);
+
+#endif

@@ -1,0 +1,50 @@
+/* ctx.c — per-process context (see ctx.h). */
+#include "ctx.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path, unsigned needs)
+{
+    char err[512];
+    memset(ctx, 0, sizeof *ctx);
+    ctx->program = program;
+    af_log_set_program(program);
+    if (sodium_init() < 0) {
+        fprintf(stderr, "%s: libsodium failed to initialise\n", program);
+        return -1;
+    }
+    const char *path = config_path ? config_path : af_config_default_path();
+    if (af_config_load(&ctx->cfg, path, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: configuration: %s\n", program, err);
+        af_log(AF_LOG_ERROR, "config_error", "error", err, NULL);
+        return -1;
+    }
+    enum af_log_level lvl;
+    if (af_log_level_parse(ctx->cfg.log_level, &lvl) == 0)
+        af_log_set_level(lvl);
+    if ((needs & AF_NEED_KEYS) && af_keyset_load(&ctx->keys, ctx->cfg.keys_dir, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: keys: %s\n", program, err);
+        af_log(AF_LOG_ERROR, "keys_error", "error", err, NULL);
+        return -1;
+    }
+    ctx->db = af_db_new(ctx->cfg.db_dsn, ctx->cfg.db_connect_timeout);
+    ctx->cache = af_cache_new(&ctx->cfg);
+    ctx->token_params.issuer = ctx->cfg.issuer;
+    ctx->token_params.audience = ctx->cfg.audience;
+    ctx->token_params.ttl = ctx->cfg.access_ttl;
+    ctx->cost.iterations = (unsigned long long)ctx->cfg.argon2_iterations;
+    ctx->cost.memory_bytes = (size_t)ctx->cfg.argon2_memory_kib * 1024;
+    return 0;
+}
+
+void af_ctx_free(struct af_ctx *ctx)
+{
+    af_db_free(ctx->db);
+    af_cache_free(ctx->cache);
+    af_keyset_free(ctx->keys);
+    af_config_free(&ctx->cfg);
+}

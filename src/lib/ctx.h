@@ -1,0 +1,32 @@
+/* ctx.h — the one per-process context: configuration, the PostgreSQL and
+ * Redis connections and the key set, created at start-up and passed
+ * explicitly to every handler. A responder process handles one request at a
+ * time; concurrency comes from running several processes. */
+#ifndef AF_CTX_H
+#define AF_CTX_H
+#include <stdbool.h>
+
+#include "cache.h"
+#include "config.h"
+#include "db.h"
+#include "password.h"
+#include "token.h"
+
+struct af_ctx {
+    const char *program;
+    struct af_config cfg;
+    struct af_db *db;
+    struct af_cache *cache;
+    struct af_keyset *keys;         /* NULL for programs that need none */
+    struct af_token_params token_params;
+    struct af_password_cost cost;
+};
+
+enum af_ctx_needs { AF_NEED_KEYS = 1 };
+
+/* Loads config (path NULL = default), sets up logging and the stores.
+ * Prints the reason to stderr and returns -1 on failure. */
+int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path, unsigned needs);
+void af_ctx_free(struct af_ctx *ctx);
+
+#endif

@@ -1,0 +1,163 @@
+/* db.c — PostgreSQL access (see db.h). */
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+/* After a failed connect, further attempts wait this long. */
+#define RETRY_AFTER_US 250000
+
+struct af_db {
+    char *dsn;
+    PGconn *conn;
+    bool in_tx;
+    int64_t down_until;
+    char error[256];
+};
+
+struct af_db *af_db_new(const char *dsn, long connect_timeout)
+{
+    struct af_db *db = calloc(1, sizeof *db);
+    if (!db)
+        return NULL;
+    /* connect_timeout in the DSN wins if the admin set one there. */
+    size_t n = strlen(dsn) + 64;
+    db->dsn = malloc(n);
+    snprintf(db->dsn, n, "connect_timeout=%ld %s", connect_timeout, dsn);
+    return db;
+}
+
+void af_db_free(struct af_db *db)
+{
+    if (!db)
+        return;
+    if (db->conn)
+        PQfinish(db->conn);
+    free(db->dsn);
+    free(db);
+}
+
+const char *af_db_error(const struct af_db *db) { return db->error; }
+
+static void set_error(struct af_db *db, const char *what, const char *msg)
+{
+    snprintf(db->error, sizeof db->error, "%s: %s", what, msg ? msg : "");
+    db->error[strcspn(db->error, "\n")] = '\0';
+}
+
+static bool connect_db(struct af_db *db)
+{
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
+        return true;
+    int64_t now = af_now_us();
+    if (now < db->down_until)
+        return false;
+    if (db->conn) {
+        PQfinish(db->conn);
+        db->conn = NULL;
+    }
+    db->conn = PQconnectdb(db->dsn);
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        set_error(db, "connect", PQerrorMessage(db->conn));
+        PQfinish(db->conn);
+        db->conn = NULL;
+        db->down_until = now + RETRY_AFTER_US;
+        af_log(AF_LOG_WARN, "db_unavailable", "error", db->error, NULL);
+        return false;
+    }
+    db->in_tx = false;
+    return true;
+}
+
+static enum af_db_status classify(struct af_db *db, PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return AF_DB_OK;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    set_error(db, state ? state : "exec", PQerrorMessage(db->conn));
+    if (PQstatus(db->conn) != CONNECTION_OK)
+        return AF_DB_UNAVAILABLE;
+    if (state && strcmp(state, "23505") == 0)
+        return AF_DB_CONFLICT;
+    /* Class 08 (connection), 57P0x (shutdown, cannot connect now), 53
+     * (insufficient resources): the server, not the statement. */
+    if (state && (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3) || !strncmp(state, "53", 2)))
+        return AF_DB_UNAVAILABLE;
+    return AF_DB_ERROR;
+}
+
+enum af_db_status af_db_exec(struct af_db *db, PGresult **res, const char *sql, int n,
+                             const char *const *params)
+{
+    *res = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!connect_db(db)) {
+            db->in_tx = false;
+            return AF_DB_UNAVAILABLE;
+        }
+        PGresult *r = PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
+        enum af_db_status st = r ? classify(db, r) : AF_DB_UNAVAILABLE;
+        if (!r)
+            set_error(db, "exec", PQerrorMessage(db->conn));
+        if (st == AF_DB_OK) {
+            *res = r;
+            return st;
+        }
+        PQclear(r);
+        if (st != AF_DB_UNAVAILABLE || PQstatus(db->conn) == CONNECTION_OK || db->in_tx) {
+            if (st == AF_DB_UNAVAILABLE)
+                db->in_tx = false;
+            return st;
+        }
+        /* The connection broke outside a transaction: reconnect and retry
+         * once. A statement that did reach a dying server either committed
+         * or did not; every statement here is safe to repeat or fails on a
+         * unique key. */
+        af_log(AF_LOG_WARN, "db_reconnect", "error", db->error, NULL);
+        PQfinish(db->conn);
+        db->conn = NULL;
+    }
+    return AF_DB_UNAVAILABLE;
+}
+
+enum af_db_status af_db_run(struct af_db *db, const char *sql, int n, const char *const *params)
+{
+    PGresult *r;
+    enum af_db_status st = af_db_exec(db, &r, sql, n, params);
+    PQclear(r);
+    return st;
+}
+
+enum af_db_status af_db_begin(struct af_db *db)
+{
+    enum af_db_status st = af_db_run(db, "BEGIN", 0, NULL);
+    db->in_tx = st == AF_DB_OK;
+    return st;
+}
+
+enum af_db_status af_db_commit(struct af_db *db)
+{
+    enum af_db_status st = af_db_run(db, "COMMIT", 0, NULL);
+    db->in_tx = false;
+    return st;
+}
+
+void af_db_rollback(struct af_db *db)
+{
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+    db->in_tx = false;
+}
+
+enum af_db_status af_db_ping(struct af_db *db, long *latency_us)
+{
+    int64_t t0 = af_now_us();
+    enum af_db_status st = af_db_run(db, "SELECT 1", 0, NULL);
+    *latency_us = (long)(af_now_us() - t0);
+    return st;
+}

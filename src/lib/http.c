@@ -1,0 +1,420 @@
+/* http.c — FastCGI request/response layer (see http.h). */
+#include "http.h"
+
+#include <errno.h>
+#include <fcgiapp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "authn.h"
+#include "body.h"
+#include "cookie.h"
+#include "ctx.h"
+#include "log.h"
+#include "util.h"
+
+/* Bodies over the limit are read and thrown away up to this size, so the
+ * web server sees a clean answer; past it the connection is dropped. */
+#define DRAIN_MAX (8u << 20)
+
+static volatile sig_atomic_t stopping;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    stopping = 1;
+    FCGX_ShutdownPending();
+}
+
+const char *af_req_header(struct af_req *req, const char *name)
+{
+    char env[128] = "HTTP_";
+    size_t i = 5;
+    for (const char *p = name; *p && i < sizeof env - 1; p++, i++)
+        env[i] = *p == '-' ? '_' : (char)((*p >= 'a' && *p <= 'z') ? *p - 32 : *p);
+    env[i] = '\0';
+    if (!strcmp(env, "HTTP_CONTENT_TYPE"))
+        return req->content_type;
+    return FCGX_GetParam(env, (char **)req->envp);
+}
+
+const char *af_req_cookie(struct af_req *req, const char *name)
+{
+    return af_cookie_get(req->arena, af_req_header(req, "Cookie"), name);
+}
+
+const char *af_req_param(struct af_req *req, const char *name)
+{
+    for (int i = 0; i < AF_MAX_PARAMS && req->param_names[i]; i++)
+        if (!strcmp(req->param_names[i], name))
+            return req->params[i];
+    return NULL;
+}
+
+bool af_req_unsafe_method(const struct af_req *req)
+{
+    return strcmp(req->method, "GET") && strcmp(req->method, "HEAD") && strcmp(req->method, "OPTIONS");
+}
+
+json_object *af_req_json(struct af_req *req, struct af_resp *resp)
+{
+    if (req->json)
+        return req->json;
+    const char *why = "the body is not valid";
+    enum af_body_status st = af_body_decode(req->content_type, req->body, req->body_len, &req->json, &why);
+    switch (st) {
+    case AF_BODY_OK:
+        return req->json;
+    case AF_BODY_EMPTY:
+        /* A body-less POST reads as an empty object: missing fields are
+         * then reported one by one. */
+        req->json = json_object_new_object();
+        return req->json;
+    case AF_BODY_UNSUPPORTED:
+        af_resp_problem(resp, req, 415, "unsupported_media_type", why);
+        return NULL;
+    default:
+        af_resp_problem(resp, req, 400, "invalid_json", why);
+        return NULL;
+    }
+}
+
+void af_resp_header(struct af_resp *resp, struct af_req *req, const char *name, const char *value)
+{
+    (void)req;
+    if (resp->nheaders < AF_MAX_HEADERS) {
+        resp->headers[resp->nheaders].name = name;
+        resp->headers[resp->nheaders].value = value;
+        resp->nheaders++;
+    }
+}
+
+void af_resp_json(struct af_resp *resp, struct af_req *req, int status, json_object *obj)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    resp->status = status;
+    resp->content_type = "application/json";
+    resp->body = af_arena_strndup(req->arena, s, len);
+    resp->body_len = len;
+    json_object_put(obj);
+}
+
+void af_resp_empty(struct af_resp *resp, int status)
+{
+    resp->status = status;
+    resp->content_type = NULL;
+    resp->body = NULL;
+    resp->body_len = 0;
+}
+
+static const struct {
+    const char *code, *title;
+} titles[] = {
+    {"validation_failed", "Validation failed"},
+    {"invalid_json", "Malformed request body"},
+    {"payload_too_large", "Request body too large"},
+    {"unsupported_media_type", "Unsupported media type"},
+    {"email_taken", "Email already registered"},
+    {"invalid_code", "Invalid code"},
+    {"invalid_credentials", "Invalid credentials"},
+    {"email_not_verified", "Email not verified"},
+    {"account_disabled", "Account disabled"},
+    {"mfa_required", "Second factor required"},
+    {"mfa_already_enabled", "Two-factor authentication already enabled"},
+    {"too_many_attempts", "Too many attempts"},
+    {"rate_limited", "Rate limited"},
+    {"invalid_token", "Invalid token"},
+    {"token_expired", "Token expired"},
+    {"token_reused", "Refresh token reused"},
+    {"session_revoked", "Session revoked"},
+    {"csrf_failed", "CSRF check failed"},
+    {"unauthorized", "Authentication required"},
+    {"forbidden", "Forbidden"},
+    {"not_found", "Not found"},
+    {"method_not_allowed", "Method not allowed"},
+    {"last_admin", "Last administrator"},
+    {"service_unavailable", "Service unavailable"},
+    {"internal_error", "Internal error"},
+};
+
+const char *af_problem_title(const char *code)
+{
+    for (size_t i = 0; i < sizeof titles / sizeof titles[0]; i++)
+        if (!strcmp(titles[i].code, code))
+            return titles[i].title;
+    return "Error";
+}
+
+void af_resp_problem_fields(struct af_resp *resp, struct af_req *req, int status,
+                            const char *code, const char *detail, json_object *errors)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string(af_arena_printf(req->arena, "urn:authflow:problem:%s", code)));
+    json_object_object_add(o, "title", json_object_new_string(af_problem_title(code)));
+    json_object_object_add(o, "status", json_object_new_int(status));
+    json_object_object_add(o, "detail", json_object_new_string(detail ? detail : af_problem_title(code)));
+    json_object_object_add(o, "code", json_object_new_string(code));
+    if (errors)
+        json_object_object_add(o, "errors", errors);
+    af_resp_json(resp, req, status, o);
+    resp->content_type = "application/problem+json";
+}
+
+void af_resp_problem(struct af_resp *resp, struct af_req *req, int status, const char *code,
+                     const char *detail)
+{
+    af_resp_problem_fields(resp, req, status, code, detail, NULL);
+}
+
+void af_resp_unavailable(struct af_resp *resp, struct af_req *req, const char *cause)
+{
+    resp->log_error = cause;
+    af_resp_problem(resp, req, 503, "service_unavailable",
+                    "A service authflow depends on is unavailable; try again shortly.");
+    af_resp_header(resp, req, "Retry-After", "5");
+}
+
+void af_resp_internal(struct af_resp *resp, struct af_req *req, const char *cause)
+{
+    resp->log_error = cause;
+    af_resp_problem(resp, req, 500, "internal_error", "An internal error occurred.");
+}
+
+bool af_route_match(const char *pattern, const char *path, const char *params[AF_MAX_PARAMS],
+                    const char *names[AF_MAX_PARAMS], af_arena *a)
+{
+    int np = 0;
+    const char *p = pattern, *s = path;
+    while (*p) {
+        if (*p == '{') {
+            const char *pe = strchr(p, '}');
+            size_t seg = strcspn(s, "/");
+            if (!pe || seg == 0 || np == AF_MAX_PARAMS)
+                return false;
+            params[np] = af_arena_strndup(a, s, seg);
+            names[np] = af_arena_strndup(a, p + 1, (size_t)(pe - p - 1));
+            np++;
+            p = pe + 1;
+            s += seg;
+            continue;
+        }
+        if (*p != *s)
+            return false;
+        p++;
+        s++;
+    }
+    if (np < AF_MAX_PARAMS)
+        names[np] = NULL;
+    return *s == '\0';
+}
+
+static bool root_pattern(const char *pattern)
+{
+    return !strncmp(pattern, "/.well-known/", 13) || !strncmp(pattern, "/health", 7) ||
+           !strcmp(pattern, "/metrics");
+}
+
+/* Picks the route; answers 404/405 itself. */
+static const struct af_route *route(struct af_ctx *ctx, const struct af_route *routes, size_t n,
+                                    struct af_req *req, struct af_resp *resp)
+{
+    const char *prefix = ctx->cfg.api_prefix;
+    size_t pl = strlen(prefix);
+    const char *rel = !strncmp(req->path, prefix, pl) && req->path[pl] == '/' ? req->path + pl : NULL;
+    char allow[128] = "";
+    for (size_t i = 0; i < n; i++) {
+        const char *target = root_pattern(routes[i].pattern) ? req->path : rel;
+        if (!target || !af_route_match(routes[i].pattern, target, req->params, req->param_names, req->arena))
+            continue;
+        if (!strcmp(routes[i].method, req->method) ||
+            (!strcmp(req->method, "HEAD") && !strcmp(routes[i].method, "GET")))
+            return &routes[i];
+        if (!strstr(allow, routes[i].method) && strlen(allow) + strlen(routes[i].method) + 3 < sizeof allow) {
+            if (allow[0])
+                strcat(allow, ", ");
+            strcat(allow, routes[i].method);
+        }
+    }
+    if (allow[0]) {
+        af_resp_problem(resp, req, 405, "method_not_allowed", "This path does not accept that method.");
+        af_resp_header(resp, req, "Allow", af_arena_strdup(req->arena, allow));
+    } else {
+        af_resp_problem(resp, req, 404, "not_found", "No such resource.");
+    }
+    return NULL;
+}
+
+static bool sane_request_id(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':'))
+            return false;
+    }
+    return true;
+}
+
+static void read_body(struct af_ctx *ctx, FCGX_Request *r, struct af_req *req)
+{
+    const char *cl = FCGX_GetParam("CONTENT_LENGTH", r->envp);
+    char *end;
+    errno = 0;
+    unsigned long long len = cl && *cl ? strtoull(cl, &end, 10) : 0;
+    if (errno || (cl && *cl && *end))
+        len = 0;
+    if (len == 0)
+        return;
+    if (len > (unsigned long long)ctx->cfg.max_body_bytes) {
+        req->body_too_large = true;
+        char sink[8192];
+        unsigned long long left = len > DRAIN_MAX ? DRAIN_MAX : len;
+        while (left > 0) {
+            int got = FCGX_GetStr(sink, left > sizeof sink ? (int)sizeof sink : (int)left, r->in);
+            if (got <= 0)
+                break;
+            left -= (unsigned long long)got;
+        }
+        return;
+    }
+    req->body = af_arena_alloc(req->arena, (size_t)len + 1);
+    int got = FCGX_GetStr(req->body, (int)len, r->in);
+    req->body_len = got > 0 ? (size_t)got : 0;
+    req->body[req->body_len] = '\0';
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 302: return "Found";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 503: return "Service Unavailable";
+    default: return status >= 500 ? "Internal Server Error" : "Error";
+    }
+}
+
+static void write_response(FCGX_Request *r, struct af_req *req, struct af_resp *resp)
+{
+    FCGX_FPrintF(r->out, "Status: %d %s\r\n", resp->status, reason(resp->status));
+    if (resp->content_type)
+        FCGX_FPrintF(r->out, "Content-Type: %s\r\n", resp->content_type);
+    FCGX_FPrintF(r->out, "X-Request-Id: %s\r\n", req->request_id);
+    FCGX_PutS("X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n", r->out);
+    if (resp->no_store)
+        FCGX_PutS("Cache-Control: no-store\r\nPragma: no-cache\r\n", r->out);
+    for (int i = 0; i < resp->nheaders; i++)
+        FCGX_FPrintF(r->out, "%s: %s\r\n", resp->headers[i].name, resp->headers[i].value);
+    FCGX_PutS("\r\n", r->out);
+    if (resp->body_len && strcmp(req->method, "HEAD"))
+        FCGX_PutStr(resp->body, (int)resp->body_len, r->out);
+}
+
+static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, FCGX_Request *r,
+                   af_arena *arena)
+{
+    struct af_req req;
+    struct af_resp resp;
+    memset(&req, 0, sizeof req);
+    memset(&resp, 0, sizeof resp);
+    resp.no_store = true;
+    req.arena = arena;
+    req.envp = r->envp;
+    req.start_us = af_now_us();
+    req.method = FCGX_GetParam("REQUEST_METHOD", r->envp);
+    if (!req.method)
+        req.method = "GET";
+    const char *uri = FCGX_GetParam("REQUEST_URI", r->envp);
+    if (!uri) {
+        const char *sn = FCGX_GetParam("SCRIPT_NAME", r->envp), *pi = FCGX_GetParam("PATH_INFO", r->envp);
+        uri = af_arena_printf(arena, "%s%s", sn ? sn : "", pi ? pi : "");
+    }
+    size_t pl = strcspn(uri, "?");
+    req.path = af_arena_strndup(arena, uri, pl);
+    req.query = uri[pl] ? uri + pl + 1 : "";
+    req.content_type = FCGX_GetParam("CONTENT_TYPE", r->envp);
+    req.remote_addr = FCGX_GetParam("REMOTE_ADDR", r->envp);
+    req.role = FCGX_GetParam("FCGI_ROLE", r->envp);
+    const char *rid = FCGX_GetParam("HTTP_X_REQUEST_ID", r->envp);
+    if (sane_request_id(rid)) {
+        req.request_id = rid;
+    } else {
+        char *id = af_arena_alloc(arena, 37);
+        af_uuid4(id);
+        req.request_id = id;
+    }
+    read_body(ctx, r, &req);
+
+    const struct af_route *rt = route(ctx, routes, n, &req, &resp);
+    if (rt) {
+        if (req.body_too_large) {
+            char detail[96];
+            snprintf(detail, sizeof detail, "The body must not exceed %ld bytes.", ctx->cfg.max_body_bytes);
+            af_resp_problem(&resp, &req, 413, "payload_too_large", detail);
+        } else if (rt->access == AF_PUBLIC || af_authenticate(ctx, &req, &resp)) {
+            rt->handler(ctx, &req, &resp);
+            if (resp.status == 0)
+                af_resp_internal(&resp, &req, "handler set no status");
+        }
+    }
+    write_response(r, &req, &resp);
+
+    struct af_log_request lr = {
+        .request_id = req.request_id, .method = req.method, .path = req.path,
+        .user_id = req.authenticated ? req.claims.sub : resp.user_id,
+        .remote_addr = req.remote_addr, .error = resp.log_error, .status = resp.status,
+        .duration_us = (long)(af_now_us() - req.start_us),
+    };
+    af_log_request(&lr);
+    if (req.json)
+        json_object_put(req.json);
+}
+
+int af_serve(struct af_ctx *ctx, const struct af_route *routes, size_t nroutes)
+{
+    if (FCGX_Init() != 0 || FCGX_IsCGI()) {
+        fprintf(stderr, "%s: not started as a FastCGI application; run it under spawn-fcgi "
+                        "or the web server's FastCGI process manager\n", ctx->program);
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term;            /* no SA_RESTART: accept() must return */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    FCGX_Request r;
+    FCGX_InitRequest(&r, 0, FCGI_FAIL_ACCEPT_ON_INTR);
+    af_arena *arena = af_arena_new(32768);
+    af_log(AF_LOG_INFO, "start", NULL);
+    while (!stopping) {
+        if (FCGX_Accept_r(&r) < 0)
+            break;
+        handle(ctx, routes, nroutes, &r, arena);
+        FCGX_Finish_r(&r);
+        af_arena_reset(arena);
+    }
+    af_arena_free(arena);
+    af_log(AF_LOG_INFO, "stop", NULL);
+    return 0;
+}

@@ -1,0 +1,105 @@
+/* http.h — the FastCGI request/response layer and the route table.
+ *
+ * Data flows one way: the FastCGI loop reads a request into struct af_req
+ * (method, path, headers, cookies, a size-limited body), the route table
+ * picks the handler, the authentication step fills in the caller's
+ * identity, and the handler fills struct af_resp. Only this layer reads CGI
+ * variables and prints headers; every answer gets X-Request-Id, and every
+ * error is application/problem+json. */
+#ifndef AF_HTTP_H
+#define AF_HTTP_H
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arena.h"
+#include "token.h"
+
+struct af_ctx;
+typedef struct FCGX_Request FCGX_Request;
+
+#define AF_MAX_PARAMS 4
+#define AF_MAX_HEADERS 24
+
+struct af_req {
+    af_arena *arena;
+    char *const *envp;
+    const char *method, *path, *query, *content_type, *remote_addr, *request_id;
+    const char *role;               /* FCGI_ROLE: RESPONDER or AUTHORIZER */
+    char *body;
+    size_t body_len;
+    bool body_too_large;
+    const char *params[AF_MAX_PARAMS]; /* {name} segments of the route pattern */
+    const char *param_names[AF_MAX_PARAMS];
+    json_object *json;              /* decoded body, released after the response */
+    int64_t start_us;
+    /* Filled by authentication. */
+    bool authenticated, cookie_mode;
+    struct af_claims claims;
+};
+
+struct af_header {
+    const char *name, *value;
+};
+
+struct af_resp {
+    int status;
+    const char *content_type;
+    const char *body;
+    size_t body_len;
+    struct af_header headers[AF_MAX_HEADERS];
+    int nheaders;
+    bool no_store;
+    const char *user_id;            /* for the log line */
+    const char *log_error;          /* internal cause, for the log line only */
+};
+
+/* A request header by its HTTP name ("X-CSRF-Token"), or NULL. */
+const char *af_req_header(struct af_req *req, const char *name);
+const char *af_req_cookie(struct af_req *req, const char *name);
+const char *af_req_param(struct af_req *req, const char *name);
+/* Decodes the body (JSON or form) as an object. On failure the problem
+ * answer is already in resp and NULL is returned. The object lives until
+ * the request ends. */
+json_object *af_req_json(struct af_req *req, struct af_resp *resp);
+bool af_req_unsafe_method(const struct af_req *req);
+
+void af_resp_header(struct af_resp *resp, struct af_req *req, const char *name, const char *value);
+/* Serialises obj (and drops the reference). */
+void af_resp_json(struct af_resp *resp, struct af_req *req, int status, json_object *obj);
+void af_resp_empty(struct af_resp *resp, int status);
+void af_resp_problem(struct af_resp *resp, struct af_req *req, int status, const char *code,
+                     const char *detail);
+void af_resp_problem_fields(struct af_resp *resp, struct af_req *req, int status,
+                            const char *code, const char *detail, json_object *errors);
+/* 503 service_unavailable with Retry-After, logging the cause. */
+void af_resp_unavailable(struct af_resp *resp, struct af_req *req, const char *cause);
+/* 500 internal_error, logging the cause (never shown to the client). */
+void af_resp_internal(struct af_resp *resp, struct af_req *req, const char *cause);
+
+typedef void (*af_handler)(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
+
+enum af_access {
+    AF_PUBLIC,          /* anyone */
+    AF_USER,            /* a valid access token of a live session */
+};
+
+struct af_route {
+    const char *method;
+    const char *pattern;    /* "/auth/login" under the API prefix; "/.well-known/..." and
+                               "/health" at the root; "{id}" matches one segment */
+    af_handler handler;
+    enum af_access access;
+};
+
+/* Runs the FastCGI accept loop until SIGTERM/SIGINT; returns the exit code. */
+int af_serve(struct af_ctx *ctx, const struct af_route *routes, size_t nroutes);
+
+/* Exposed for tests: matches path against a pattern, capturing {params}. */
+bool af_route_match(const char *pattern, const char *path, const char *params[AF_MAX_PARAMS],
+                    const char *names[AF_MAX_PARAMS], af_arena *a);
+/* The title of a problem code, for problem+json. */
+const char *af_problem_title(const char *code);
+
+#endif

@@ -1,0 +1,45 @@
+/* session.h — sessions, refresh tokens and revocation.
+ *
+ * PostgreSQL holds every session and refresh token (as a SHA-256). Redis
+ * only speeds up the question "is this session still live?": af:rev:<sid>
+ * marks a revoked session for as long as its access tokens can live, and
+ * af:sess:<sid> remembers a live one for a minute. The revoked mark wins, so
+ * a revocation is seen on the very next request; when Redis is unreachable
+ * or has lost its data the answer comes from PostgreSQL, never from a guess.
+ * Reading a session never writes to PostgreSQL. */
+#ifndef AF_SESSION_H
+#define AF_SESSION_H
+#include <stdbool.h>
+
+#include "util.h"
+
+struct af_ctx;
+struct af_req;
+struct af_resp;
+struct af_user;
+
+enum af_session_state {
+    AF_SESSION_LIVE,
+    AF_SESSION_REVOKED,         /* revoked, expired or unknown */
+    AF_SESSION_UNAVAILABLE,     /* neither store answered */
+};
+
+enum af_session_state af_session_check(struct af_ctx *ctx, const char *sid);
+
+/* Opens a session for user (amr: JSON array text such as ["pwd"]) and
+ * answers 200 with the token pair (and cookies when enabled). */
+void af_session_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
+                      const struct af_user *user, const char *amr);
+
+/* POST /auth/refresh with the presented refresh token. */
+void af_session_refresh(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
+                        const char *refresh_token);
+
+/* Revokes one session (reason for the row); 0 or -1 when PostgreSQL failed. */
+int af_session_revoke(struct af_ctx *ctx, const char *sid, const char *reason);
+/* Marks a session revoked in Redis (after PostgreSQL has it). */
+void af_session_mark_revoked(struct af_ctx *ctx, const char *sid);
+/* Expiring cookies, for logout. */
+void af_session_clear_cookies(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
+
+#endif

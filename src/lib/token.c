@@ -1,0 +1,457 @@
+/* token.c — keys, JWT signing and verification, JWKS (see token.h). */
+#include "token.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <jwt.h>
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util.h"
+
+#define MAX_KEYS 16
+#define CACHE_SLOTS 2048
+#define MAX_TOKEN_LEN 4096
+
+struct key {
+    char kid[64];
+    jwt_alg_t alg;
+    char *priv_pem, *pub_pem;
+    size_t priv_len, pub_len;
+    time_t mtime;
+};
+
+struct cache_slot {
+    unsigned char hash[32];
+    bool used;
+    struct af_claims claims;
+};
+
+struct af_keyset {
+    struct key keys[MAX_KEYS];
+    size_t n;
+    int current;
+    char *jwks;
+    struct cache_slot *cache;   /* allocated on first verification */
+};
+
+static char *bio_text(BIO *b, size_t *len)
+{
+    char *data;
+    long n = BIO_get_mem_data(b, &data);
+    char *s = malloc((size_t)n + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, data, (size_t)n);
+    s[n] = '\0';
+    if (len)
+        *len = (size_t)n;
+    return s;
+}
+
+static int bn_b64(const EVP_PKEY *pk, const char *param, size_t pad, char *out, size_t outlen)
+{
+    BIGNUM *bn = NULL;
+    if (!EVP_PKEY_get_bn_param(pk, param, &bn))
+        return -1;
+    unsigned char buf[1024];
+    size_t n = pad ? pad : (size_t)BN_num_bytes(bn);
+    if (n > sizeof buf || BN_bn2binpad(bn, buf, (int)n) < 0) {
+        BN_free(bn);
+        return -1;
+    }
+    BN_free(bn);
+    if (sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING) > outlen)
+        return -1;
+    af_b64url(buf, n, out);
+    return 0;
+}
+
+/* Fills the public JWK members and the RFC 7638 thumbprint of pk. */
+static int jwk_of(EVP_PKEY *pk, jwt_alg_t *alg, json_object *jwk, char kid[64])
+{
+    char a[700], b[700], canon[1600];
+    if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC) {
+        char group[64];
+        if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, NULL) ||
+            strcmp(group, "prime256v1") != 0)
+            return -1;
+        if (bn_b64(pk, OSSL_PKEY_PARAM_EC_PUB_X, 32, a, sizeof a) < 0 ||
+            bn_b64(pk, OSSL_PKEY_PARAM_EC_PUB_Y, 32, b, sizeof b) < 0)
+            return -1;
+        *alg = JWT_ALG_ES256;
+        snprintf(canon, sizeof canon, "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", a, b);
+        json_object_object_add(jwk, "kty", json_object_new_string("EC"));
+        json_object_object_add(jwk, "crv", json_object_new_string("P-256"));
+        json_object_object_add(jwk, "x", json_object_new_string(a));
+        json_object_object_add(jwk, "y", json_object_new_string(b));
+        json_object_object_add(jwk, "alg", json_object_new_string("ES256"));
+    } else if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_RSA) {
+        if (EVP_PKEY_get_bits(pk) < 2048)
+            return -1;
+        if (bn_b64(pk, OSSL_PKEY_PARAM_RSA_N, 0, a, sizeof a) < 0 ||
+            bn_b64(pk, OSSL_PKEY_PARAM_RSA_E, 0, b, sizeof b) < 0)
+            return -1;
+        *alg = JWT_ALG_RS256;
+        snprintf(canon, sizeof canon, "{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}", b, a);
+        json_object_object_add(jwk, "kty", json_object_new_string("RSA"));
+        json_object_object_add(jwk, "n", json_object_new_string(a));
+        json_object_object_add(jwk, "e", json_object_new_string(b));
+        json_object_object_add(jwk, "alg", json_object_new_string("RS256"));
+    } else {
+        return -1;
+    }
+    unsigned char h[32];
+    af_sha256(canon, strlen(canon), h);
+    af_b64url(h, sizeof h, kid);
+    json_object_object_add(jwk, "use", json_object_new_string("sig"));
+    json_object_object_add(jwk, "kid", json_object_new_string(kid));
+    return 0;
+}
+
+static int load_key(struct key *k, const char *path, json_object *keys, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    fstat(fileno(f), &st);
+    k->mtime = st.st_mtime;
+    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    if (!pk) {
+        fclose(f);
+        snprintf(err, errlen, "%s: not a PEM private key", path);
+        return -1;
+    }
+    /* libjwt wants PEM text; keep ours in a canonical form. */
+    BIO *priv = BIO_new(BIO_s_mem()), *pub = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(priv, pk, NULL, NULL, 0, NULL, NULL);
+    PEM_write_bio_PUBKEY(pub, pk);
+    k->priv_pem = bio_text(priv, &k->priv_len);
+    k->pub_pem = bio_text(pub, &k->pub_len);
+    BIO_free(priv);
+    BIO_free(pub);
+    fclose(f);
+    json_object *jwk = json_object_new_object();
+    int rc = jwk_of(pk, &k->alg, jwk, k->kid);
+    EVP_PKEY_free(pk);
+    if (rc < 0 || !k->priv_pem || !k->pub_pem) {
+        json_object_put(jwk);
+        snprintf(err, errlen, "%s: only P-256 EC and RSA (>= 2048 bits) keys are supported", path);
+        return -1;
+    }
+    json_object_array_add(keys, jwk);
+    return 0;
+}
+
+int af_keyset_load(struct af_keyset **out, const char *dir, char *err, size_t errlen)
+{
+    *out = NULL;
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "[tokens] keys_dir: %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct af_keyset *ks = calloc(1, sizeof *ks);
+    json_object *doc = json_object_new_object(), *keys = json_object_new_array();
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 4, ".pem") != 0)
+            continue;
+        if (ks->n == MAX_KEYS) {
+            snprintf(err, errlen, "%s: more than %d keys; retire old ones", dir, MAX_KEYS);
+            rc = -1;
+            break;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (load_key(&ks->keys[ks->n], path, keys, err, errlen) < 0) {
+            rc = -1;
+            break;
+        }
+        ks->n++;
+    }
+    closedir(d);
+    if (rc == 0 && ks->n == 0) {
+        snprintf(err, errlen, "%s: no signing key (run: authflowctl keys generate)", dir);
+        rc = -1;
+    }
+    if (rc == 0) {
+        char path[4096], cur[128] = "";
+        snprintf(path, sizeof path, "%s/current", dir);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fgets(cur, sizeof cur, f))
+                cur[strcspn(cur, "\r\n")] = '\0';
+            fclose(f);
+        }
+        ks->current = -1;
+        for (size_t i = 0; i < ks->n; i++) {
+            if (cur[0] && strcmp(ks->keys[i].kid, cur) == 0)
+                ks->current = (int)i;
+        }
+        if (ks->current < 0) {
+            ks->current = 0;
+            for (size_t i = 1; i < ks->n; i++)
+                if (ks->keys[i].mtime > ks->keys[ks->current].mtime)
+                    ks->current = (int)i;
+        }
+        json_object_object_add(doc, "keys", keys);
+        ks->jwks = strdup(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN));
+    } else {
+        json_object_put(keys);
+    }
+    json_object_put(doc);
+    if (rc < 0) {
+        af_keyset_free(ks);
+        return -1;
+    }
+    *out = ks;
+    return 0;
+}
+
+void af_keyset_free(struct af_keyset *ks)
+{
+    if (!ks)
+        return;
+    for (size_t i = 0; i < MAX_KEYS; i++) {
+        if (ks->keys[i].priv_pem) {
+            sodium_memzero(ks->keys[i].priv_pem, ks->keys[i].priv_len);
+            free(ks->keys[i].priv_pem);
+        }
+        free(ks->keys[i].pub_pem);
+    }
+    free(ks->jwks);
+    free(ks->cache);
+    free(ks);
+}
+
+size_t af_keyset_count(const struct af_keyset *ks) { return ks->n; }
+const char *af_keyset_jwks(const struct af_keyset *ks) { return ks->jwks; }
+
+int af_key_generate(const char *alg, char **pem, char kid_out[64], char *err, size_t errlen)
+{
+    EVP_PKEY *pk = NULL;
+    if (strcmp(alg, "ES256") == 0)
+        pk = EVP_EC_gen("P-256");
+    else if (strcmp(alg, "RS256") == 0)
+        pk = EVP_RSA_gen(3072);
+    else {
+        snprintf(err, errlen, "unsupported algorithm '%s' (ES256 or RS256)", alg);
+        return -1;
+    }
+    if (!pk) {
+        snprintf(err, errlen, "key generation failed");
+        return -1;
+    }
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(b, pk, NULL, NULL, 0, NULL, NULL);
+    *pem = bio_text(b, NULL);
+    BIO_free(b);
+    json_object *jwk = json_object_new_object();
+    jwt_alg_t a;
+    int rc = jwk_of(pk, &a, jwk, kid_out);
+    json_object_put(jwk);
+    EVP_PKEY_free(pk);
+    if (rc < 0 || !*pem) {
+        snprintf(err, errlen, "key encoding failed");
+        return -1;
+    }
+    return 0;
+}
+
+static const char *alg_name(jwt_alg_t a)
+{
+    return a == JWT_ALG_ES256 ? "ES256" : a == JWT_ALG_RS256 ? "RS256" : "?";
+}
+
+int af_token_sign(const struct af_keyset *ks, const struct af_token_params *p,
+                  struct af_claims *c, char **out)
+{
+    const struct key *k = &ks->keys[ks->current];
+    time_t now = time(NULL);
+    c->iat = c->nbf = now;
+    c->exp = now + p->ttl;
+    af_uuid4(c->jti);
+    jwt_t *jwt = NULL;
+    if (jwt_new(&jwt))
+        return -1;
+    int rc = jwt_set_alg(jwt, k->alg, (const unsigned char *)k->priv_pem, (int)k->priv_len);
+    rc |= jwt_add_header(jwt, "kid", k->kid);
+    rc |= jwt_add_grant(jwt, "iss", p->issuer);
+    rc |= jwt_add_grant(jwt, "aud", p->audience);
+    rc |= jwt_add_grant(jwt, "sub", c->sub);
+    rc |= jwt_add_grant(jwt, "sid", c->sid);
+    rc |= jwt_add_grant(jwt, "jti", c->jti);
+    rc |= jwt_add_grant(jwt, "email", c->email);
+    rc |= jwt_add_grant(jwt, "dfp", c->dfp);
+    rc |= jwt_add_grant_int(jwt, "iat", c->iat);
+    rc |= jwt_add_grant_int(jwt, "nbf", c->nbf);
+    rc |= jwt_add_grant_int(jwt, "exp", c->exp);
+    rc |= jwt_add_grant_bool(jwt, "email_verified", c->email_verified);
+    char arrays[sizeof c->roles + sizeof c->amr + 32];
+    snprintf(arrays, sizeof arrays, "{\"roles\":%s,\"amr\":%s}", c->roles, c->amr);
+    rc |= jwt_add_grants_json(jwt, arrays);
+    *out = rc ? NULL : jwt_encode_str(jwt);
+    jwt_free(jwt);
+    return *out ? 0 : -1;
+}
+
+static bool b64url_json(const char *seg, size_t len, json_object **out)
+{
+    unsigned char buf[2048];
+    size_t n;
+    if (len == 0 || len > 2700 ||
+        sodium_base642bin(buf, sizeof buf - 1, seg, len, NULL, &n, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+        return false;
+    buf[n] = '\0';
+    if (!af_utf8_valid((const char *)buf, n))
+        return false;
+    *out = json_tokener_parse((const char *)buf);
+    if (*out && !json_object_is_type(*out, json_type_object)) {
+        json_object_put(*out);
+        *out = NULL;
+    }
+    return *out != NULL;
+}
+
+static bool copy_str(jwt_t *jwt, const char *name, char *dst, size_t n)
+{
+    const char *v = jwt_get_grant(jwt, name);
+    if (!v || strlen(v) >= n)
+        return false;
+    strcpy(dst, v);
+    return true;
+}
+
+static bool copy_array(jwt_t *jwt, const char *name, char *dst, size_t n)
+{
+    char *v = jwt_get_grants_json(jwt, name);
+    json_object *o = v ? json_tokener_parse(v) : NULL;
+    bool ok = o && json_object_is_type(o, json_type_array) && strlen(v) < n;
+    if (ok)
+        strcpy(dst, v);
+    json_object_put(o);
+    free(v);
+    return ok;
+}
+
+static bool aud_ok(jwt_t *jwt, const char *audience)
+{
+    const char *s = jwt_get_grant(jwt, "aud");
+    if (s)
+        return strcmp(s, audience) == 0;
+    char *v = jwt_get_grants_json(jwt, "aud");
+    json_object *o = v ? json_tokener_parse(v) : NULL;
+    bool ok = false;
+    if (o && json_object_is_type(o, json_type_array))
+        for (size_t i = 0; i < json_object_array_length(o); i++) {
+            json_object *e = json_object_array_get_idx(o, i);
+            if (json_object_is_type(e, json_type_string) &&
+                strcmp(json_object_get_string(e), audience) == 0)
+                ok = true;
+        }
+    json_object_put(o);
+    free(v);
+    return ok;
+}
+
+enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token_params *p,
+                                     const char *token, time_t now, struct af_claims *out)
+{
+    size_t len = strlen(token);
+    if (len == 0 || len > MAX_TOKEN_LEN)
+        return AF_TOKEN_INVALID;
+    unsigned char h[32];
+    af_sha256(token, len, h);
+    if (!ks->cache)
+        ks->cache = calloc(CACHE_SLOTS, sizeof *ks->cache);
+    struct cache_slot *slot = NULL;
+    if (ks->cache) {
+        slot = &ks->cache[(h[0] | h[1] << 8) % CACHE_SLOTS];
+        if (slot->used && memcmp(slot->hash, h, 32) == 0) {
+            if (now > slot->claims.exp + AF_CLOCK_SKEW)
+                return AF_TOKEN_EXPIRED;
+            if (slot->claims.nbf > now + AF_CLOCK_SKEW)
+                return AF_TOKEN_INVALID;
+            *out = slot->claims;
+            return AF_TOKEN_OK;
+        }
+    }
+
+    const char *dot1 = strchr(token, '.');
+    if (!dot1 || !strchr(dot1 + 1, '.'))
+        return AF_TOKEN_INVALID;
+    json_object *hdr = NULL, *v;
+    if (!b64url_json(token, (size_t)(dot1 - token), &hdr))
+        return AF_TOKEN_INVALID;
+    const char *kid = json_object_object_get_ex(hdr, "kid", &v) ? json_object_get_string(v) : NULL;
+    const char *alg = json_object_object_get_ex(hdr, "alg", &v) ? json_object_get_string(v) : NULL;
+    const struct key *k = NULL;
+    for (size_t i = 0; kid && i < ks->n; i++)
+        if (strcmp(ks->keys[i].kid, kid) == 0)
+            k = &ks->keys[i];
+    /* The algorithm is the key's, never the token's choice. */
+    bool header_ok = k && alg && strcmp(alg, alg_name(k->alg)) == 0;
+    json_object_put(hdr);
+    if (!header_ok)
+        return AF_TOKEN_INVALID;
+
+    jwt_t *jwt = NULL;
+    if (jwt_decode(&jwt, token, (const unsigned char *)k->pub_pem, (int)k->pub_len) != 0 || !jwt)
+        return AF_TOKEN_INVALID;
+    enum af_token_status st = AF_TOKEN_INVALID;
+    struct af_claims c;
+    memset(&c, 0, sizeof c);
+    const char *iss = jwt_get_grant(jwt, "iss");
+    if (jwt_get_alg(jwt) != k->alg || !iss || strcmp(iss, p->issuer) != 0 || !aud_ok(jwt, p->audience))
+        goto done;
+    if (!copy_str(jwt, "sub", c.sub, sizeof c.sub) || !copy_str(jwt, "sid", c.sid, sizeof c.sid) ||
+        !copy_str(jwt, "jti", c.jti, sizeof c.jti) || !copy_str(jwt, "email", c.email, sizeof c.email) ||
+        !copy_str(jwt, "dfp", c.dfp, sizeof c.dfp) ||
+        !copy_array(jwt, "roles", c.roles, sizeof c.roles) ||
+        !copy_array(jwt, "amr", c.amr, sizeof c.amr) || !af_is_uuid(c.sub) || !af_is_uuid(c.sid))
+        goto done;
+    errno = 0;
+    c.exp = jwt_get_grant_int(jwt, "exp");
+    if (errno)
+        goto done;
+    c.nbf = jwt_get_grant_int(jwt, "nbf");
+    if (errno)
+        goto done;
+    c.iat = jwt_get_grant_int(jwt, "iat");
+    if (errno)
+        goto done;
+    errno = 0;
+    c.email_verified = jwt_get_grant_bool(jwt, "email_verified") == 1;
+    if (now > c.exp + AF_CLOCK_SKEW) {
+        st = AF_TOKEN_EXPIRED;
+        goto done;
+    }
+    if (c.nbf > now + AF_CLOCK_SKEW)
+        goto done;
+    st = AF_TOKEN_OK;
+    *out = c;
+    if (slot) {
+        memcpy(slot->hash, h, 32);
+        slot->claims = c;
+        slot->used = true;
+    }
+done:
+    jwt_free(jwt);
+    return st;
+}

@@ -1,0 +1,190 @@
+/* user.c — users (see user.h). */
+#include "user.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctx.h"
+#include "http.h"
+#include "log.h"
+
+#define USER_CACHE_TTL 300
+
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define USER_COLS(roles)                                                                   \
+    "u.id, u.email, u.full_name, u.email_verified, u.disabled, u.mfa_enabled, "           \
+    TS("u.created_at") ", " TS("u.updated_at") ", " TS("u.last_login_at") ", " roles ", " \
+    "u.password_hash"
+#define ROLES_OF_U                                                                         \
+    "COALESCE((SELECT json_agg(role ORDER BY role) FROM user_roles WHERE user_id = u.id), '[]')::text"
+
+static void from_row(struct af_req *req, PGresult *r, int row, struct af_user *u)
+{
+    af_arena *a = req->arena;
+    snprintf(u->id, sizeof u->id, "%s", PQgetvalue(r, row, 0));
+    u->email = af_arena_strdup(a, PQgetvalue(r, row, 1));
+    u->full_name = af_arena_strdup(a, PQgetvalue(r, row, 2));
+    u->email_verified = PQgetvalue(r, row, 3)[0] == 't';
+    u->disabled = PQgetvalue(r, row, 4)[0] == 't';
+    u->mfa_enabled = PQgetvalue(r, row, 5)[0] == 't';
+    u->created_at = af_arena_strdup(a, PQgetvalue(r, row, 6));
+    u->updated_at = af_arena_strdup(a, PQgetvalue(r, row, 7));
+    u->last_login_at = PQgetisnull(r, row, 8) ? NULL : af_arena_strdup(a, PQgetvalue(r, row, 8));
+    u->roles = af_arena_strdup(a, PQgetvalue(r, row, 9));
+    u->password_hash = PQgetisnull(r, row, 10) ? NULL : af_arena_strdup(a, PQgetvalue(r, row, 10));
+}
+
+json_object *af_user_to_json(const struct af_user *u)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_string(u->id));
+    json_object_object_add(o, "email", json_object_new_string(u->email));
+    json_object_object_add(o, "email_verified", json_object_new_boolean(u->email_verified));
+    json_object_object_add(o, "full_name", json_object_new_string(u->full_name));
+    json_object *roles = json_tokener_parse(u->roles);
+    json_object_object_add(o, "roles", roles ? roles : json_object_new_array());
+    json_object_object_add(o, "mfa_enabled", json_object_new_boolean(u->mfa_enabled));
+    json_object_object_add(o, "disabled", json_object_new_boolean(u->disabled));
+    json_object_object_add(o, "created_at", json_object_new_string(u->created_at));
+    json_object_object_add(o, "updated_at", json_object_new_string(u->updated_at));
+    json_object_object_add(o, "last_login_at",
+                           u->last_login_at ? json_object_new_string(u->last_login_at) : NULL);
+    return o;
+}
+
+void af_audit(struct af_ctx *ctx, struct af_req *req, const char *type, const char *actor,
+              const char *subject, const char *session, const char *detail)
+{
+    const char *ua = req ? af_req_header(req, "User-Agent") : NULL;
+    const char *p[] = {type, actor, subject, session, req ? req->remote_addr : NULL,
+                       ua, req ? req->request_id : NULL, detail ? detail : "{}"};
+    enum af_db_status st = af_db_run(ctx->db,
+        "INSERT INTO audit_log (type, actor_id, subject_id, session_id, ip, user_agent, request_id, detail) "
+        "VALUES ($1, $2, $3, $4, $5, left($6, 512), $7, $8::jsonb)", 8, p);
+    if (st != AF_DB_OK)
+        af_log(AF_LOG_ERROR, "audit_failed", "type", type, "error", af_db_error(ctx->db), NULL);
+}
+
+enum af_db_status af_user_create(struct af_ctx *ctx, struct af_req *req, const char *email,
+                                 const char *hash, const char *full_name, struct af_user *out)
+{
+    const char *ua = af_req_header(req, "User-Agent");
+    const char *p[] = {email, hash, full_name, req->remote_addr, ua, req->request_id};
+    PGresult *r;
+    enum af_db_status st = af_db_exec(ctx->db, &r,
+        "WITH u AS (INSERT INTO users (email, password_hash, full_name) VALUES ($1, $2, $3) RETURNING *), "
+        "r AS (INSERT INTO user_roles (user_id, role) SELECT id, 'user' FROM u), "
+        "a AS (INSERT INTO audit_log (type, actor_id, subject_id, ip, user_agent, request_id) "
+        "      SELECT 'register', id, id, $4, left($5, 512), $6 FROM u) "
+        "SELECT " USER_COLS("'[\"user\"]'") " FROM u", 6, p);
+    if (st != AF_DB_OK)
+        return st;
+    from_row(req, r, 0, out);
+    PQclear(r);
+    return AF_DB_OK;
+}
+
+static enum af_db_status one(struct af_ctx *ctx, struct af_req *req, const char *sql, int n,
+                             const char *const *p, struct af_user *out, bool *found)
+{
+    PGresult *r;
+    enum af_db_status st = af_db_exec(ctx->db, &r, sql, n, p);
+    *found = false;
+    if (st != AF_DB_OK)
+        return st;
+    if (PQntuples(r) > 0) {
+        from_row(req, r, 0, out);
+        *found = true;
+    }
+    PQclear(r);
+    return AF_DB_OK;
+}
+
+enum af_db_status af_user_by_email(struct af_ctx *ctx, struct af_req *req, const char *email,
+                                   struct af_user *out, bool *found)
+{
+    const char *p[] = {email};
+    return one(ctx, req, "SELECT " USER_COLS(ROLES_OF_U) " FROM users u WHERE lower(u.email) = lower($1)",
+               1, p, out, found);
+}
+
+enum af_db_status af_user_by_id_full(struct af_ctx *ctx, struct af_req *req, const char *id,
+                                     struct af_user *out, bool *found)
+{
+    const char *p[] = {id};
+    return one(ctx, req, "SELECT " USER_COLS(ROLES_OF_U) " FROM users u WHERE u.id = $1", 1, p, out, found);
+}
+
+static const char *cache_key(struct af_req *req, const char *id)
+{
+    return af_arena_printf(req->arena, "af:user:%s", id);
+}
+
+enum af_db_status af_user_json_text(struct af_ctx *ctx, struct af_req *req, const char *id,
+                                    const char **json, bool *found)
+{
+    const char *key = cache_key(req, id);
+    redisReply *r = af_cache_command(ctx->cache, "GET %s", key);
+    if (r && r->type == REDIS_REPLY_STRING) {
+        *json = af_arena_strndup(req->arena, r->str, r->len);
+        *found = true;
+        freeReplyObject(r);
+        return AF_DB_OK;
+    }
+    bool cache_up = r != NULL;
+    freeReplyObject(r);
+    struct af_user u;
+    enum af_db_status st = af_user_by_id_full(ctx, req, id, &u, found);
+    if (st != AF_DB_OK || !*found)
+        return st;
+    json_object *o = af_user_to_json(&u);
+    *json = af_arena_strdup(req->arena, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    if (cache_up)
+        freeReplyObject(af_cache_command(ctx->cache, "SET %s %s EX %d", key, *json, USER_CACHE_TTL));
+    return AF_DB_OK;
+}
+
+void af_user_cache_drop(struct af_ctx *ctx, const char *id)
+{
+    freeReplyObject(af_cache_command(ctx->cache, "DEL af:user:%s", id));
+}
+
+enum af_db_status af_user_set_name(struct af_ctx *ctx, struct af_req *req, const char *id,
+                                   const char *full_name, struct af_user *out, bool *found)
+{
+    const char *p[] = {id, full_name};
+    enum af_db_status st = one(ctx, req,
+        "UPDATE users u SET full_name = $2, updated_at = now() WHERE u.id = $1 RETURNING " USER_COLS(ROLES_OF_U),
+        2, p, out, found);
+    if (st == AF_DB_OK && *found)
+        af_user_cache_drop(ctx, id);
+    return st;
+}
+
+enum af_db_status af_user_set_password_hash(struct af_ctx *ctx, const char *id, const char *hash)
+{
+    const char *p[] = {id, hash};
+    return af_db_run(ctx->db, "UPDATE users SET password_hash = $2 WHERE id = $1", 2, p);
+}
+
+enum af_db_status af_user_delete(struct af_ctx *ctx, struct af_req *req, const char *id)
+{
+    const char *p[] = {id};
+    PGresult *r;
+    /* Sessions go with the user (ON DELETE CASCADE); their ids are
+     * returned so the revocation reaches the Redis fast path too. */
+    enum af_db_status st = af_db_exec(ctx->db, &r,
+        "WITH s AS (SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL), "
+        "d AS (DELETE FROM users WHERE id = $1) SELECT id FROM s", 1, p);
+    if (st != AF_DB_OK)
+        return st;
+    for (int i = 0; i < PQntuples(r); i++)
+        freeReplyObject(af_cache_command(ctx->cache, "SET af:rev:%s 1 EX %ld", PQgetvalue(r, i, 0),
+                                         ctx->cfg.access_ttl + 2 * 60));
+    PQclear(r);
+    af_user_cache_drop(ctx, id);
+    af_audit(ctx, req, "user_deleted", id, id, NULL, NULL);
+    return AF_DB_OK;
+}

@@ -1,0 +1,47 @@
+/* user.h — the users table and the user object of API.md.
+ *
+ * The user object is cached in Redis (af:user:<id>) and dropped on every
+ * change, so reads of a profile need no PostgreSQL round trip on a hit. The
+ * cached form never holds the password hash. */
+#ifndef AF_USER_H
+#define AF_USER_H
+#include <json-c/json.h>
+#include <stdbool.h>
+
+#include "db.h"
+
+struct af_ctx;
+struct af_req;
+
+struct af_user {
+    char id[37];
+    const char *email, *full_name, *created_at, *updated_at, *last_login_at; /* last may be NULL */
+    const char *roles;          /* JSON array text */
+    const char *password_hash;  /* only from af_user_by_email / af_user_by_id_full */
+    bool email_verified, disabled, mfa_enabled;
+};
+
+/* Strings point into the request arena. */
+enum af_db_status af_user_create(struct af_ctx *ctx, struct af_req *req, const char *email,
+                                 const char *hash, const char *full_name, struct af_user *out);
+/* AF_DB_OK with *found false when there is no such user. */
+enum af_db_status af_user_by_email(struct af_ctx *ctx, struct af_req *req, const char *email,
+                                   struct af_user *out, bool *found);
+enum af_db_status af_user_by_id_full(struct af_ctx *ctx, struct af_req *req, const char *id,
+                                     struct af_user *out, bool *found);
+/* The user object as JSON text: from the cache, else PostgreSQL (then cached). */
+enum af_db_status af_user_json_text(struct af_ctx *ctx, struct af_req *req, const char *id,
+                                    const char **json, bool *found);
+enum af_db_status af_user_set_name(struct af_ctx *ctx, struct af_req *req, const char *id,
+                                   const char *full_name, struct af_user *out, bool *found);
+enum af_db_status af_user_set_password_hash(struct af_ctx *ctx, const char *id, const char *hash);
+enum af_db_status af_user_delete(struct af_ctx *ctx, struct af_req *req, const char *id);
+
+json_object *af_user_to_json(const struct af_user *u);
+void af_user_cache_drop(struct af_ctx *ctx, const char *id);
+
+/* One audit row; never pass secrets in detail (a JSON object text or NULL). */
+void af_audit(struct af_ctx *ctx, struct af_req *req, const char *type, const char *actor,
+              const char *subject, const char *session, const char *detail);
+
+#endif

@@ -1,0 +1,233 @@
+/* authflow-auth — the auth endpoint group: registration, login, token
+ * refresh, logout, the JWKS document and health.
+ *
+ * The route table below is the whole surface of this program. */
+#include <stdio.h>
+#include <string.h>
+
+#include "authn.h"
+#include "body.h"
+#include "cookie.h"
+#include "ctx.h"
+#include "http.h"
+#include "log.h"
+#include "session.h"
+#include "user.h"
+#include "validate.h"
+
+static bool validation_failed(struct af_req *req, struct af_resp *resp, struct af_field_errors *fe)
+{
+    if (!fe->list)
+        return false;
+    af_resp_problem_fields(resp, req, 400, "validation_failed", "Some fields are not valid.", fe->list);
+    return true;
+}
+
+static void db_failure(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp, enum af_db_status st)
+{
+    if (st == AF_DB_UNAVAILABLE)
+        af_resp_unavailable(resp, req, af_db_error(ctx->db));
+    else
+        af_resp_internal(resp, req, af_db_error(ctx->db));
+}
+
+static void do_register(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *email_in = af_body_string(body, "email", true, &fe);
+    const char *password = af_body_string(body, "password", true, &fe);
+    const char *name = af_body_string(body, "full_name", false, &fe);
+    char email[AF_EMAIL_MAX + 1];
+    const char *why;
+    if (email_in && (why = af_email_normalize(email_in, email)))
+        af_field_error(&fe, "email", why);
+    if (password && (why = af_password_check(password, ctx->cfg.password_min_length)))
+        af_field_error(&fe, "password", why);
+    if (name && (why = af_name_check(name)))
+        af_field_error(&fe, "full_name", why);
+    if (validation_failed(req, resp, &fe))
+        return;
+
+    char hash[AF_HASH_LEN];
+    if (af_password_hash(&ctx->cost, password, hash) != 0) {
+        af_resp_internal(resp, req, "password hashing failed (out of memory?)");
+        return;
+    }
+    struct af_user u;
+    enum af_db_status st = af_user_create(ctx, req, email, hash, name ? name : "", &u);
+    if (st == AF_DB_CONFLICT) {
+        af_resp_problem(resp, req, 409, "email_taken", "An account with this email already exists.");
+        return;
+    }
+    if (st != AF_DB_OK) {
+        db_failure(ctx, req, resp, st);
+        return;
+    }
+    resp->user_id = af_arena_strdup(req->arena, u.id);
+    af_resp_json(resp, req, 201, af_user_to_json(&u));
+    af_resp_header(resp, req, "Location",
+                   af_arena_printf(req->arena, "%s/users/me", ctx->cfg.api_prefix));
+}
+
+static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *email_in = af_body_string(body, "email", true, &fe);
+    const char *password = af_body_string(body, "password", true, &fe);
+    char email[AF_EMAIL_MAX + 1];
+    const char *why;
+    if (email_in && (why = af_email_normalize(email_in, email)))
+        af_field_error(&fe, "email", why);
+    if (password && af_utf8_len(password) > AF_PASSWORD_MAX)
+        af_field_error(&fe, "password", "must be at most 128 characters long");
+    if (validation_failed(req, resp, &fe))
+        return;
+
+    struct af_user u;
+    bool found;
+    enum af_db_status st = af_user_by_email(ctx, req, email, &u, &found);
+    if (st != AF_DB_OK) {
+        db_failure(ctx, req, resp, st);
+        return;
+    }
+    /* An unknown email costs the same hash verification as a wrong
+     * password and gets the same answer. */
+    bool ok;
+    if (found && u.password_hash) {
+        ok = af_password_verify(u.password_hash, password);
+    } else {
+        af_password_verify_dummy(&ctx->cost, password);
+        ok = false;
+    }
+    if (!ok) {
+        af_audit(ctx, req, "login_failure", found ? u.id : NULL, found ? u.id : NULL, NULL,
+                 found ? "{\"reason\":\"wrong_password\"}" : "{\"reason\":\"unknown_email\"}");
+        af_resp_problem(resp, req, 401, "invalid_credentials", "The email or password is wrong.");
+        return;
+    }
+    if (u.disabled) {
+        af_audit(ctx, req, "login_failure", u.id, u.id, NULL, "{\"reason\":\"account_disabled\"}");
+        af_resp_problem(resp, req, 403, "account_disabled", "This account is disabled.");
+        return;
+    }
+    if (ctx->cfg.require_verified_email && !u.email_verified) {
+        af_audit(ctx, req, "login_failure", u.id, u.id, NULL, "{\"reason\":\"email_not_verified\"}");
+        af_resp_problem(resp, req, 403, "email_not_verified", "Verify your email address first.");
+        return;
+    }
+    if (af_password_needs_rehash(&ctx->cost, u.password_hash)) {
+        char hash[AF_HASH_LEN];
+        if (af_password_hash(&ctx->cost, password, hash) == 0 &&
+            af_user_set_password_hash(ctx, u.id, hash) == AF_DB_OK)
+            af_log(AF_LOG_INFO, "password_rehashed", "user_id", u.id, NULL);
+    }
+    af_session_login(ctx, req, resp, &u, "[\"pwd\"]");
+}
+
+static void do_refresh(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *token = af_body_string(body, "refresh_token", false, &fe);
+    if (validation_failed(req, resp, &fe))
+        return;
+    if (!token) {
+        /* Browser mode: the refresh cookie, guarded by the CSRF double submit. */
+        token = af_req_cookie(req, af_cookie_refresh_name(ctx->cfg.cookies_secure));
+        if (!token || !*token) {
+            af_field_error(&fe, "refresh_token", "is required");
+            validation_failed(req, resp, &fe);
+            return;
+        }
+        if (!af_csrf_check(ctx, req, resp))
+            return;
+    }
+    af_session_refresh(ctx, req, resp, token);
+}
+
+static void do_logout(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    if (af_session_revoke(ctx, req->claims.sid, "logout") != 0) {
+        af_resp_unavailable(resp, req, af_db_error(ctx->db));
+        return;
+    }
+    af_audit(ctx, req, "logout", req->claims.sub, req->claims.sub, req->claims.sid, NULL);
+    af_resp_empty(resp, 204);
+    af_session_clear_cookies(ctx, req, resp);
+}
+
+static void do_jwks(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->body = af_keyset_jwks(ctx->keys);
+    resp->body_len = strlen(resp->body);
+    resp->no_store = false;
+    af_resp_header(resp, req, "Cache-Control", "public, max-age=300");
+}
+
+static json_object *check(bool ok, long latency_us)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "status", json_object_new_string(ok ? "ok" : "down"));
+    json_object_object_add(o, "latency_ms", json_object_new_double(latency_us / 1000.0));
+    return o;
+}
+
+static void do_health(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    long pg_us, redis_us;
+    bool pg = af_db_ping(ctx->db, &pg_us) == AF_DB_OK;
+    bool redis = af_cache_ping(ctx->cache, &redis_us);
+    json_object *checks = json_object_new_object();
+    json_object_object_add(checks, "postgres", check(pg, pg_us));
+    json_object_object_add(checks, "redis", check(redis, redis_us));
+    json_object *replica = json_object_new_object();
+    json_object_object_add(replica, "status", json_object_new_string("not_configured"));
+    json_object_object_add(checks, "replica", replica);
+    json_object *o = json_object_new_object();
+    /* Redis is a cache: without it authflow still answers, more slowly. */
+    json_object_object_add(o, "status", json_object_new_string(!pg ? "fail" : redis ? "ok" : "degraded"));
+    json_object_object_add(o, "checks", checks);
+    af_resp_json(resp, req, pg ? 200 : 503, o);
+    if (!pg)
+        af_resp_header(resp, req, "Retry-After", "5");
+}
+
+static void do_health_live(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    (void)ctx;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "status", json_object_new_string("ok"));
+    af_resp_json(resp, req, 200, o);
+}
+
+static const struct af_route routes[] = {
+    {"POST", "/auth/register", do_register, AF_PUBLIC},
+    {"POST", "/auth/login", do_login, AF_PUBLIC},
+    {"POST", "/auth/refresh", do_refresh, AF_PUBLIC},
+    {"POST", "/auth/logout", do_logout, AF_USER},
+    {"GET", "/.well-known/jwks.json", do_jwks, AF_PUBLIC},
+    {"GET", "/health", do_health, AF_PUBLIC},
+    {"GET", "/health/live", do_health_live, AF_PUBLIC},
+};
+
+int main(void)
+{
+    struct af_ctx ctx;
+    if (af_ctx_init(&ctx, "authflow-auth", NULL, AF_NEED_KEYS) < 0)
+        return 1;
+    /* Make the first unknown-email login as slow as the others. */
+    af_password_verify_dummy(&ctx.cost, "");
+    int rc = af_serve(&ctx, routes, sizeof routes / sizeof routes[0]);
+    af_ctx_free(&ctx);
+    return rc;
+}

@@ -1,0 +1,122 @@
+/* authflow-users — the signed-in user's own account: profile, changes and
+ * deletion. Every route needs a valid access token of a live session. */
+#include <string.h>
+
+#include "body.h"
+#include "ctx.h"
+#include "http.h"
+#include "session.h"
+#include "user.h"
+#include "validate.h"
+
+static void db_failure(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp, enum af_db_status st)
+{
+    if (st == AF_DB_UNAVAILABLE)
+        af_resp_unavailable(resp, req, af_db_error(ctx->db));
+    else
+        af_resp_internal(resp, req, af_db_error(ctx->db));
+}
+
+static void gone(struct af_req *req, struct af_resp *resp)
+{
+    af_resp_problem(resp, req, 401, "unauthorized", "The account no longer exists.");
+}
+
+static void do_me(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    const char *json;
+    bool found;
+    enum af_db_status st = af_user_json_text(ctx, req, req->claims.sub, &json, &found);
+    if (st != AF_DB_OK) {
+        db_failure(ctx, req, resp, st);
+        return;
+    }
+    if (!found) {
+        gone(req, resp);
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->body = json;
+    resp->body_len = strlen(json);
+}
+
+static void do_update_me(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *name = af_body_string(body, "full_name", true, &fe);
+    const char *why;
+    if (name && (why = af_name_check(name)))
+        af_field_error(&fe, "full_name", why);
+    if (fe.list) {
+        af_resp_problem_fields(resp, req, 400, "validation_failed", "Some fields are not valid.", fe.list);
+        return;
+    }
+    struct af_user u;
+    bool found;
+    enum af_db_status st = af_user_set_name(ctx, req, req->claims.sub, name, &u, &found);
+    if (st != AF_DB_OK) {
+        db_failure(ctx, req, resp, st);
+        return;
+    }
+    if (!found) {
+        gone(req, resp);
+        return;
+    }
+    af_audit(ctx, req, "profile_updated", u.id, u.id, req->claims.sid, NULL);
+    af_resp_json(resp, req, 200, af_user_to_json(&u));
+}
+
+static void do_delete_me(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *password = af_body_string(body, "password", true, &fe);
+    if (fe.list) {
+        af_resp_problem_fields(resp, req, 400, "validation_failed", "Some fields are not valid.", fe.list);
+        return;
+    }
+    struct af_user u;
+    bool found;
+    enum af_db_status st = af_user_by_id_full(ctx, req, req->claims.sub, &u, &found);
+    if (st != AF_DB_OK) {
+        db_failure(ctx, req, resp, st);
+        return;
+    }
+    if (!found) {
+        gone(req, resp);
+        return;
+    }
+    if (!u.password_hash || !af_password_verify(u.password_hash, password)) {
+        af_resp_problem(resp, req, 401, "invalid_credentials", "The password is wrong.");
+        return;
+    }
+    st = af_user_delete(ctx, req, u.id);
+    if (st != AF_DB_OK) {
+        db_failure(ctx, req, resp, st);
+        return;
+    }
+    af_resp_empty(resp, 204);
+    af_session_clear_cookies(ctx, req, resp);
+}
+
+static const struct af_route routes[] = {
+    {"GET", "/users/me", do_me, AF_USER},
+    {"PATCH", "/users/me", do_update_me, AF_USER},
+    {"DELETE", "/users/me", do_delete_me, AF_USER},
+};
+
+int main(void)
+{
+    struct af_ctx ctx;
+    if (af_ctx_init(&ctx, "authflow-users", NULL, AF_NEED_KEYS) < 0)
+        return 1;
+    int rc = af_serve(&ctx, routes, sizeof routes / sizeof routes[0]);
+    af_ctx_free(&ctx);
+    return rc;
+}

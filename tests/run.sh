@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The project's test command (see README): builds authflow and runs the unit
+# and end-to-end tests
+#   1. under AddressSanitizer and UndefinedBehaviorSanitizer, out of tree in
+#      _build-asan/ (skipped with --quick);
+#   2. in the source tree, with -Werror;
+#   3. through make distcheck: a build from the tarball in a read-only tree
+#      (skipped with --quick).
+# The sanitizer build comes first because automake refuses an out-of-tree
+# configure while the source tree itself is configured; the tree is left
+# built, ready for tests/stack.sh up.
+#
+# Ends with one line, "N passed, M failed" (", K skipped" when K > 0), the
+# sum over every test-suite run; a build step that fails counts as one
+# failed test. Exits non-zero when anything failed or no test passed.
+#
+# As root it first installs missing packages (tests/stack.sh deps).
+# AUTHFLOW_CHECK_TIMEOUT bounds each test-suite run (seconds, default 1800).
+set -euo pipefail
+
+quick=0
+for arg in "$@"; do
+	case $arg in
+	--quick) quick=1 ;;
+	*)
+		echo "usage: tests/run.sh [--quick]" >&2
+		exit 2
+		;;
+	esac
+done
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$top"
+
+jobs=2
+check_timeout=${AUTHFLOW_CHECK_TIMEOUT:-1800}
+# The summary is parsed below; colour codes would get in the way.
+export AM_COLOR_TESTS=no
+passed=0 failed=0 skipped=0
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+banner() { printf '\n==> %s\n' "$*"; }
+
+# step LABEL COMMAND...: a build step; its failure counts as one failed test.
+step() {
+	local label=$1
+	shift
+	banner "$label"
+	"$@" && return 0
+	echo "FAILED: $label"
+	failed=$((failed + 1))
+	return 1
+}
+
+in_dir() { (cd "$1" && shift && "$@"); }
+
+# check LABEL COMMAND...: a make invocation that runs the test suite. Adds
+# the counts of automake's console summary to the totals. Only lines inside a
+# "Testsuite summary" block count: with VERBOSE set, test-suite.log (which
+# repeats them) is printed before it.
+check() {
+	local label=$1 rc=0 p f s
+	shift
+	banner "$label"
+	timeout -k 60 "$check_timeout" "$@" 2>&1 | tee "$out" || rc=$?
+	read -r p f s < <(awk '
+		/Testsuite summary/ { in_block = 1; next }
+		!in_block { next }
+		/^# (PASS|XFAIL):/ { p += $3 }
+		/^# (FAIL|XPASS|ERROR):/ { f += $3 }
+		/^# SKIP:/ { s += $3 }
+		/^# ERROR:/ { in_block = 0 }
+		END { print p + 0, f + 0, s + 0 }' "$out")
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		# Failed outside the tests: a build error, a timeout (124).
+		echo "FAILED: $label (exit status $rc)"
+		f=1
+	fi
+	echo "$label: $p passed, $f failed, $s skipped"
+	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+}
+
+if [ "$(id -u)" -eq 0 ]; then
+	bash tests/stack.sh deps
+else
+	bash tests/stack.sh deps || echo "(not root: carrying on without them)"
+fi
+
+step "autoreconf" autoreconf -fi || true
+
+if [ "$quick" -eq 0 ]; then
+	if [ -f config.status ]; then
+		step "make distclean (the source tree was configured)" make distclean || true
+	fi
+	mkdir -p _build-asan
+	# Leaks fail the unit tests and authflowctl. The responders report theirs
+	# at exit into their logs, which tests/stack.sh down shows.
+	step "configure (sanitizers)" in_dir _build-asan ../configure --enable-werror --enable-sanitizers &&
+		step "make (sanitizers)" make -C _build-asan -j"$jobs" &&
+		check "make check (sanitizers)" env \
+			ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0 \
+			UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+			make -C _build-asan -j"$jobs" check VERBOSE=1 || true
+fi
+
+step "configure" ./configure --enable-werror &&
+	step "make" make -j"$jobs" &&
+	check "make check" make -j"$jobs" check VERBOSE=1 || true
+
+if [ "$quick" -eq 0 ] && [ -f Makefile ]; then
+	check "make distcheck" make -j"$jobs" distcheck \
+		DISTCHECK_CONFIGURE_FLAGS=--enable-werror VERBOSE=1
+fi
+
+echo
+line="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
+echo "$line"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,510 @@
+#!/usr/bin/env bash
+# A throw-away authflow stack on the loopback interface: PostgreSQL, Redis,
+# the FastCGI responders under spawn-fcgi and lighttpd in front of them.
+# Used by the README, the end-to-end tests and the benchmarks.
+#
+#   tests/stack.sh deps    install missing Debian packages (as root)
+#   tests/stack.sh build   autoreconf/configure/make in $AUTHFLOW_BUILDDIR
+#   tests/stack.sh up      start a stack in $AUTHFLOW_RUN_DIR (stops an old one first)
+#   tests/stack.sh down    stop it and wipe the run directory
+#   tests/stack.sh env     print the path of the stack's sourceable env file
+#
+# Environment:
+#   AUTHFLOW_SRCDIR     source tree (default: this script's parent directory)
+#   AUTHFLOW_BUILDDIR   where the programs are built (default: the source tree)
+#   AUTHFLOW_RUN_DIR    state, sockets and logs (default: $AUTHFLOW_BUILDDIR/run/local)
+#   AUTHFLOW_NO_DEPS=1  `up` neither installs nor builds; the programs must exist
+#   AUTHFLOW_CHILDREN   processes per responder (default 4)
+# Any AUTHFLOW_<SECTION>_<KEY> set when calling `up` reaches the responders and
+# overrides their configuration file.
+#
+# As root the services run as the system user `authflow`, never as root.
+# Every service listens on 127.0.0.1 only, on ports chosen at start.
+set -euo pipefail
+
+PACKAGES=(
+	build-essential autoconf automake libtool pkg-config
+	libfcgi-dev libpq-dev libhiredis-dev libsodium-dev libjwt-dev
+	libjson-c-dev libssl-dev
+	postgresql redis-server lighttpd spawn-fcgi
+	bats bats-assert bats-support bats-file wrk curl jq
+	python3-jwt python3-cryptography procps
+)
+SVC_USER=authflow
+
+die() { printf 'stack.sh: %s\n' "$*" >&2; exit 1; }
+say() { printf 'stack.sh: %s\n' "$*" >&2; }
+
+SRCDIR=$(cd "${AUTHFLOW_SRCDIR:-$(dirname "${BASH_SOURCE[0]}")/..}" && pwd)
+BUILDDIR=$(realpath -m "${AUTHFLOW_BUILDDIR:-$SRCDIR}")
+# -s: a run directory that is our symlink (see make_run_dir) must stay one.
+RUN=$(realpath -ms "${AUTHFLOW_RUN_DIR:-$BUILDDIR/run/local}")
+CHILDREN=${AUTHFLOW_CHILDREN:-4}
+IS_ROOT=0
+[ "$(id -u)" -eq 0 ] && IS_ROOT=1
+
+# The directory the services really use: $RUN itself, or what $RUN links to.
+real_run_dir() {
+	if [ -L "$RUN" ]; then readlink -f "$RUN"; else printf '%s\n' "$RUN"; fi
+}
+
+# Run a command as the unprivileged service user (or as ourselves when we
+# are not root: then we are the unprivileged user).
+as_svc() {
+	if [ "$IS_ROOT" -eq 1 ]; then runuser -u "$SVC_USER" -- "$@"; else "$@"; fi
+}
+
+# ---------------------------------------------------------------- deps
+
+missing_packages() {
+	local p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed ||
+			printf '%s\n' "$p"
+	done
+}
+
+cmd_deps() {
+	local missing
+	mapfile -t missing < <(missing_packages)
+	[ "${#missing[@]}" -eq 0 ] && return 0
+	if [ "$IS_ROOT" -ne 1 ]; then
+		say "missing packages: ${missing[*]} (run 'tests/stack.sh deps' as root)"
+		return 1
+	fi
+	say "installing: ${missing[*]}"
+	# The stack runs its own instances on free ports; keep the packages from
+	# starting system-wide PostgreSQL, Redis and lighttpd services.
+	local policy=/usr/sbin/policy-rc.d own_policy=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		own_policy=1
+	fi
+	local rc=0
+	{
+		DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends "${missing[@]}"
+	} </dev/null || rc=$?
+	[ "$own_policy" -eq 1 ] && rm -f "$policy"
+	[ "$rc" -eq 0 ] || die "apt-get failed ($rc)"
+}
+
+# ---------------------------------------------------------------- build
+
+cmd_build() {
+	[ -x "$SRCDIR/configure" ] || (cd "$SRCDIR" && autoreconf -fi)
+	mkdir -p "$BUILDDIR"
+	[ -f "$BUILDDIR/Makefile" ] || (cd "$BUILDDIR" && "$SRCDIR/configure")
+	# make itself decides what is out of date.
+	make -C "$BUILDDIR" -j"$(nproc)"
+}
+
+# ---------------------------------------------------------------- processes
+
+# A process that has exited but was not reaped still answers kill -0 (PID 1
+# here does not reap orphans), so look at its state instead.
+alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ $st != Z* ]]
+}
+
+# Guards against stale pid files naming a pid that now belongs to another
+# program.
+runs() { [ "$(ps -o comm= -p "$1" 2>/dev/null)" = "$2" ]; }
+
+# stop SIGNAL PROGRAM PID...: signal those PIDs still running PROGRAM and wait
+# up to 10 s for them to go, then kill what is left.
+stop() {
+	local sig=$1 prog=$2 p i
+	shift 2
+	local live=()
+	for p in "$@"; do
+		alive "$p" && runs "$p" "$prog" && live+=("$p")
+	done
+	[ "${#live[@]}" -gt 0 ] || return 0
+	kill -s "$sig" "${live[@]}" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		local left=()
+		for p in "${live[@]}"; do alive "$p" && left+=("$p"); done
+		[ "${#left[@]}" -gt 0 ] || return 0
+		live=("${left[@]}")
+		sleep 0.1
+	done
+	say "$prog (${live[*]}) ignored SIG$sig for 10 s; killing it"
+	kill -s KILL "${live[@]}" 2>/dev/null || true
+}
+
+# pids_in FILE [COUNT]: the pids a pid file names (the first COUNT lines), in PIDS.
+pids_in() {
+	PIDS=()
+	if [ -f "$1" ]; then mapfile -t -n "${2:-0}" PIDS <"$1"; fi
+}
+
+stop_services() {
+	local r=$1
+	# Front to back, so no request reaches a dependency that is gone.
+	pids_in "$r/lighttpd.pid" && stop TERM lighttpd "${PIDS[@]}"
+	pids_in "$r/auth.pid" && stop TERM authflow-auth "${PIDS[@]}"
+	pids_in "$r/users.pid" && stop TERM authflow-users "${PIDS[@]}"
+	pids_in "$r/redis.pid" && stop TERM redis-server "${PIDS[@]}"
+	# SIGINT is PostgreSQL's fast shutdown; its pid file holds more than the pid.
+	pids_in "$r/pgdata/postmaster.pid" 1 && stop INT postgres "${PIDS[@]}"
+}
+
+# Sanitizer builds write their reports to the responders' logs, where no test
+# looks; bring them to the caller's attention before the logs are wiped.
+report_sanitizers() {
+	local f
+	for f in "$1"/log/auth.log "$1"/log/users.log; do
+		[ -f "$f" ] || continue
+		if grep -qE 'Sanitizer|runtime error:' "$f"; then
+			say "sanitizer report in $(basename "$f"):"
+			grep -E -A 12 'ERROR: .*Sanitizer|runtime error:' "$f" | head -n 60 >&2
+		fi
+	done
+}
+
+cmd_down() {
+	local r
+	r=$(real_run_dir)
+	if [ -d "$r" ]; then
+		# Never wipe a directory this script did not make.
+		[ -f "$r/.authflow-stack" ] || [ -z "$(ls -A "$r")" ] ||
+			die "$r is not a stack run directory; not touching it"
+		stop_services "$r"
+		report_sanitizers "$r"
+		rm -rf "$r"
+	fi
+	[ -L "$RUN" ] && rm -f "$RUN"
+	return 0
+}
+
+# ---------------------------------------------------------------- up
+
+# Close descriptors inherited from the caller (bats keeps its TAP stream on
+# fd 3, the test driver a pipe): a daemon holding one open keeps the caller
+# waiting for end of file long after the test is done. Bash's own script
+# descriptor (255) is close-on-exec already.
+close_inherited_fds() {
+	local fd
+	for fd in "/proc/$$/fd/"*; do
+		fd=${fd##*/}
+		if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then
+			eval "exec $fd>&-" 2>/dev/null || true
+		fi
+	done
+}
+
+ensure_user() {
+	local i
+	# Parallel test files may race to create the user: the loser's useradd
+	# fails, but the user then exists.
+	for ((i = 0; i < 5; i++)); do
+		getent passwd "$SVC_USER" >/dev/null && return 0
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin "$SVC_USER" 2>/dev/null || sleep 1
+	done
+	getent passwd "$SVC_USER" >/dev/null || die "cannot create user $SVC_USER"
+}
+
+# Unix socket paths are limited to 107 bytes, and as root every directory
+# above the run directory must be searchable by the service user. When $RUN
+# fails either, the state goes to a fresh directory under /tmp and $RUN
+# becomes a symlink to it (callers keep using $RUN).
+make_run_dir() {
+	mkdir -p "$(dirname "$RUN")"
+	mkdir -m 0755 "$RUN"
+	R=$RUN
+	if [ "${#R}" -gt 80 ] ||
+		{ [ "$IS_ROOT" -eq 1 ] && ! runuser -u "$SVC_USER" -- test -x "$R"; }; then
+		rmdir "$RUN"
+		R=$(mktemp -d /tmp/authflow-run.XXXXXX)
+		chmod 0755 "$R"
+		ln -s "$R" "$RUN"
+	fi
+	touch "$R/.authflow-stack"
+	mkdir -p "$R/log" "$R/www" "$R/tmp" "$R/redis" "$R/keys"
+	chmod 0700 "$R/keys"
+	printf 'ok\n' >"$R/www/static.txt"
+}
+
+# Ports below the kernel's ephemeral range (32768 and up), so an outgoing
+# connection cannot take one between this check and the server's bind.
+free_ports() {
+	local py=/usr/bin/python3
+	[ -x "$py" ] || py=python3
+	"$py" - "$1" <<'PY'
+import random, socket, sys
+held = []
+while len(held) < int(sys.argv[1]):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randint(15000, 32000)))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in held))
+PY
+}
+
+# wait_for WHAT LOG SECONDS COMMAND...: retry COMMAND until it succeeds.
+wait_for() {
+	local what=$1 log=$2 secs=$3 i
+	shift 3
+	for ((i = 0; i < secs * 5; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	say "$what did not answer within $secs s; end of $log:"
+	tail -n 30 "$log" >&2 2>/dev/null || true
+	return 1
+}
+
+http_code_is() {
+	[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2")" = "$1" ]
+}
+
+redis_pong() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+
+start_postgres() {
+	local pgbin
+	pgbin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+	[ -x "$pgbin/initdb" ] || die "PostgreSQL server programs not found (package postgresql)"
+	as_svc "$pgbin/initdb" -D "$R/pgdata" -U authflow -A trust -E UTF8 \
+		--locale=C.UTF-8 --no-sync >"$R/log/initdb.log" 2>&1 ||
+		{ tail -n 20 "$R/log/initdb.log" >&2; die "initdb failed"; }
+	cat >>"$R/pgdata/postgresql.conf" <<-EOF
+		# authflow test stack. A throw-away cluster: fsync and friends are off
+		# because nothing here must survive a crash; never copy this to a real one.
+		listen_addresses = '127.0.0.1'
+		port = $PGPORT
+		unix_socket_directories = '$R'
+		fsync = off
+		synchronous_commit = off
+		full_page_writes = off
+		shared_buffers = 32MB
+		max_connections = 200
+	EOF
+	as_svc "$pgbin/pg_ctl" -D "$R/pgdata" -l "$R/log/postgres.log" -w -t 30 -s start \
+		</dev/null || { tail -n 20 "$R/log/postgres.log" >&2; die "PostgreSQL did not start"; }
+	wait_for PostgreSQL "$R/log/postgres.log" 20 \
+		"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$PGPORT" -U authflow -d postgres
+	"$pgbin/createdb" -h 127.0.0.1 -p "$PGPORT" -U authflow authflow
+}
+
+start_redis() {
+	as_svc redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+		--appendonly no --dir "$R/redis" --daemonize yes \
+		--pidfile "$R/redis.pid" --logfile "$R/log/redis.log" </dev/null >/dev/null
+	wait_for Redis "$R/log/redis.log" 10 redis_pong
+}
+
+# The example configuration with the values of this stack. Fails when a key
+# is not in the example, so the two cannot drift apart silently.
+write_config() {
+	awk '
+		NR == FNR { i = index($0, "="); want[substr($0, 1, i - 1)] = substr($0, i + 1); next }
+		/^\[/ { section = substr($0, 2, index($0, "]") - 2) }
+		/^[ \t]*[a-z_]+[ \t]*=/ {
+			key = $0; sub(/[ \t]*=.*/, "", key); sub(/^[ \t]+/, "", key)
+			id = section "." key
+			if (id in want) { print key " = " want[id]; done[id] = 1; next }
+		}
+		{ print }
+		END {
+			for (id in want) if (!(id in done)) {
+				print "stack.sh: " id " is not in etc/authflow.conf" > "/dev/stderr"; bad = 1
+			}
+			exit bad
+		}
+	' - "$SRCDIR/etc/authflow.conf" >"$R/authflow.conf" <<-EOF
+		server.public_url=$BASE_URL
+		server.allowed_origins=$BASE_URL
+		database.dsn=host=127.0.0.1 port=$PGPORT dbname=authflow user=authflow
+		redis.host=127.0.0.1
+		redis.port=$REDIS_PORT
+		tokens.keys_dir=$R/keys
+		tokens.issuer=$BASE_URL
+		cookies.secure=false
+	EOF
+}
+
+# spawn-fcgi points the children's stdout and stderr at /dev/null; a shell
+# in front of each child sends stderr (the JSON log) to the log file instead,
+# then execs the responder so the pid file still names it. spawn-fcgi's own
+# chatter goes elsewhere: the responders' logs hold JSON lines only.
+start_responder() {
+	local name=$1 log=$R/log/$1.log p
+	local ids=()
+	[ "$IS_ROOT" -eq 1 ] && ids=(-u "$SVC_USER" -g "$SVC_USER" -U "$SVC_USER" -G "$SVC_USER")
+	: >"$log"
+	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$log"
+	# shellcheck disable=SC2016 # $0 and $1 are the inner shell's
+	AUTHFLOW_CONFIG=$R/authflow.conf spawn-fcgi -s "$R/$name.sock" -M 0660 "${ids[@]}" \
+		-F "$CHILDREN" -P "$R/$name.pid" -d "$R" \
+		-- /bin/sh -c 'exec "$0" 2>>"$1"' "$BIN/authflow-$name" "$log" \
+		</dev/null >>"$R/log/spawn-fcgi.log" 2>&1 ||
+		{ tail -n 20 "$R/log/spawn-fcgi.log" "$log" >&2; die "spawn-fcgi $name failed"; }
+	# A responder that cannot start (configuration, keys, database) exits at
+	# once; spawn-fcgi does not notice, nor restart it.
+	sleep 1
+	pids_in "$R/$name.pid"
+	for p in "${PIDS[@]}"; do
+		alive "$p" && runs "$p" "authflow-$name" && continue
+		say "authflow-$name (pid $p) exited right after start; end of $log:"
+		tail -n 30 "$log" >&2
+		return 1
+	done
+}
+
+start_lighttpd() {
+	local user_conf=
+	# Started as root, lighttpd reads its configuration and binds, then
+	# drops to the service user.
+	[ "$IS_ROOT" -eq 1 ] &&
+		user_conf="server.username = \"$SVC_USER\""$'\n'"server.groupname = \"$SVC_USER\""
+	cat >"$R/lighttpd.conf" <<-EOF
+		# authflow test stack, generated by tests/stack.sh.
+		server.modules = ( "mod_fastcgi" )
+		server.port = $HTTP_PORT
+		server.bind = "127.0.0.1"
+		server.document-root = "$R/www"
+		server.errorlog = "$R/log/lighttpd.log"
+		server.pid-file = "$R/lighttpd.pid"
+		server.upload-dirs = ( "$R/tmp" )
+		$user_conf
+		# KiB. Above the responders' own limit (max_body_bytes), so that they,
+		# not lighttpd, answer an oversized body with a problem+json 413.
+		server.max-request-size = 2048
+		mimetype.assign = ( ".txt" => "text/plain", ".html" => "text/html" )
+
+		var.authflow_socket_dir = "$R"
+		include "$SRCDIR/etc/lighttpd/authflow.conf"
+	EOF
+	lighttpd -tt -f "$R/lighttpd.conf" >"$R/log/lighttpd.log" 2>&1 ||
+		{ cat "$R/log/lighttpd.log" >&2; die "lighttpd rejects its configuration"; }
+	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$R/log/lighttpd.log"
+	lighttpd -f "$R/lighttpd.conf" </dev/null >>"$R/log/lighttpd.log" 2>&1 ||
+		{ tail -n 20 "$R/log/lighttpd.log" >&2; die "lighttpd did not start"; }
+	wait_for lighttpd "$R/log/lighttpd.log" 10 http_code_is 200 "$BASE_URL/static.txt"
+}
+
+write_env() {
+	local v
+	{
+		echo "# authflow test stack: source this file."
+		for v in "AUTHFLOW_BASE_URL=$BASE_URL" "AUTHFLOW_RUN_DIR=$RUN" \
+			"AUTHFLOW_CONFIG=$RUN/authflow.conf" "AUTHFLOW_BUILDDIR=$BUILDDIR" \
+			"AUTHFLOW_SRCDIR=$SRCDIR" "AUTHFLOW_HTTP_PORT=$HTTP_PORT" \
+			PGHOST=127.0.0.1 "PGPORT=$PGPORT" PGUSER=authflow PGDATABASE=authflow \
+			"REDIS_PORT=$REDIS_PORT" \
+			"AUTHFLOW_PIDFILE_POSTGRES=$RUN/pgdata/postmaster.pid" \
+			"AUTHFLOW_PIDFILE_REDIS=$RUN/redis.pid" \
+			"AUTHFLOW_PIDFILE_AUTH=$RUN/auth.pid" \
+			"AUTHFLOW_PIDFILE_USERS=$RUN/users.pid" \
+			"AUTHFLOW_PIDFILE_LIGHTTPD=$RUN/lighttpd.pid"; do
+			printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"
+		done
+	} >"$R/env"
+}
+
+print_session() {
+	cat <<-EOF
+		authflow is up at $BASE_URL  (logs: $RUN/log, stop: tests/stack.sh down)
+		A session (bash; needs curl and jq):
+
+		  . $RUN/env; B=\$AUTHFLOW_BASE_URL
+		  curl -s \$B/api/v1/auth/register -H 'Content-Type: application/json' \\
+		    -d '{"email":"alice@example.com","password":"lilac otter harbour 42"}' | jq .
+		  pair=\$(curl -s \$B/api/v1/auth/login -H 'Content-Type: application/json' \\
+		    -d '{"email":"alice@example.com","password":"lilac otter harbour 42"}')
+		  access=\$(jq -r .access_token <<<"\$pair"); refresh=\$(jq -r .refresh_token <<<"\$pair")
+		  curl -s \$B/api/v1/users/me -H "Authorization: Bearer \$access" | jq .
+		  pair=\$(curl -s \$B/api/v1/auth/refresh -H 'Content-Type: application/json' \\
+		    -d "{\\"refresh_token\\":\\"\$refresh\\"}")
+		  access=\$(jq -r .access_token <<<"\$pair")
+		  curl -s -o /dev/null -w '%{http_code}\\n' -X POST \$B/api/v1/auth/logout \\
+		    -H "Authorization: Bearer \$access"                       # 204
+		  curl -s -o /dev/null -w '%{http_code}\\n' \$B/api/v1/users/me \\
+		    -H "Authorization: Bearer \$access"                       # 401
+	EOF
+}
+
+# A failed `up` stops what it started but keeps the logs; the next `up` or
+# `down` wipes them.
+up_failed() {
+	local rc=$?
+	[ "$rc" -eq 0 ] && return
+	say "up failed; logs kept in ${R:-$RUN}/log"
+	[ -n "${R:-}" ] && stop_services "$R"
+	exit "$rc"
+}
+
+cmd_up() {
+	close_inherited_fds
+	if [ "${AUTHFLOW_NO_DEPS:-0}" = 1 ]; then
+		local f
+		for f in authflow-auth authflow-users authflowctl; do
+			[ -x "$BUILDDIR/$f" ] || die "$BUILDDIR/$f is missing (AUTHFLOW_NO_DEPS=1 skips the build)"
+		done
+	else
+		cmd_deps || [ "$IS_ROOT" -eq 0 ]
+		cmd_build
+	fi
+	[ -e "$RUN" ] && cmd_down
+	[ "$IS_ROOT" -eq 1 ] && ensure_user
+
+	R=
+	trap up_failed EXIT
+	make_run_dir
+	cd "$R"
+	read -r PGPORT REDIS_PORT HTTP_PORT < <(free_ports 3)
+	BASE_URL=http://127.0.0.1:$HTTP_PORT
+	[ "$IS_ROOT" -eq 1 ] && chown -R "$SVC_USER:" "$R"
+
+	start_postgres
+	start_redis
+	write_config
+	"$BUILDDIR/authflowctl" -c "$R/authflow.conf" migrate --sql-dir "$SRCDIR/sql"
+	"$BUILDDIR/authflowctl" -c "$R/authflow.conf" keys generate
+	# The responders run as the service user: they must reach their programs
+	# (a build under /root is out of its reach) and read the keys written above.
+	BIN=$BUILDDIR
+	if [ "$IS_ROOT" -eq 1 ]; then
+		chown -R "$SVC_USER:" "$R/keys" "$R/authflow.conf"
+		if ! runuser -u "$SVC_USER" -- test -x "$BIN/authflow-auth"; then
+			BIN=$R/bin
+			install -d "$BIN"
+			install -m 0755 "$BUILDDIR/authflow-auth" "$BUILDDIR/authflow-users" "$BIN"
+		fi
+	fi
+	export AUTHFLOW_CONFIG=$R/authflow.conf
+	start_responder auth
+	start_responder users
+	start_lighttpd
+	wait_for "authflow-auth /health" "$R/log/auth.log" 15 http_code_is 200 "$BASE_URL/health"
+	write_env
+	trap - EXIT
+	print_session
+}
+
+cmd_env() {
+	printf '%s\n' "$RUN/env"
+	[ -f "$RUN/env" ] || { say "no stack is up in $RUN"; return 1; }
+}
+
+case "${1:-}" in
+deps) cmd_deps ;;
+build) cmd_build ;;
+up) cmd_up ;;
+down) cmd_down ;;
+env) cmd_env ;;
+*)
+	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
+	exit 2
+	;;
+esac
