@@ -15,6 +15,7 @@
 #   AUTHFLOW_RUN_DIR    state, sockets and logs (default: $AUTHFLOW_BUILDDIR/run/local)
 #   AUTHFLOW_NO_DEPS=1  `up` neither installs nor builds; the programs must exist
 #   AUTHFLOW_CHILDREN   processes per responder (default 4)
+#   AUTHFLOW_LIGHTTPD_EXTRA  a file the generated lighttpd.conf includes last
 # Any AUTHFLOW_<SECTION>_<KEY> set when calling `up` reaches the responders and
 # overrides their configuration file.
 #
@@ -385,6 +386,9 @@ start_lighttpd() {
 		var.authflow_socket_dir = "$R"
 		include "$SRCDIR/etc/lighttpd/authflow.conf"
 	EOF
+	if [ -n "${AUTHFLOW_LIGHTTPD_EXTRA:-}" ]; then
+		printf 'include "%s"\n' "$(realpath "$AUTHFLOW_LIGHTTPD_EXTRA")" >>"$R/lighttpd.conf"
+	fi
 	lighttpd -tt -f "$R/lighttpd.conf" >"$R/log/lighttpd.log" 2>&1 ||
 		{ cat "$R/log/lighttpd.log" >&2; die "lighttpd rejects its configuration"; }
 	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$R/log/lighttpd.log"
@@ -428,9 +432,10 @@ print_session() {
 		    -d "{\\"refresh_token\\":\\"\$refresh\\"}")
 		  access=\$(jq -r .access_token <<<"\$pair")
 		  curl -s -o /dev/null -w '%{http_code}\\n' -X POST \$B/api/v1/auth/logout \\
-		    -H "Authorization: Bearer \$access"                       # 204
+		    -H "Authorization: Bearer \$access" -H 'Content-Length: 0'  # 204
 		  curl -s -o /dev/null -w '%{http_code}\\n' \$B/api/v1/users/me \\
-		    -H "Authorization: Bearer \$access"                       # 401
+		    -H "Authorization: Bearer \$access"                         # 401
+		(lighttpd answers a POST without Content-Length with 411: hence the header.)
 	EOF
 }
 
@@ -469,8 +474,9 @@ cmd_up() {
 	start_postgres
 	start_redis
 	write_config
-	"$BUILDDIR/authflowctl" -c "$R/authflow.conf" migrate --sql-dir "$SRCDIR/sql"
-	"$BUILDDIR/authflowctl" -c "$R/authflow.conf" keys generate
+	"$BUILDDIR/authflowctl" -c "$R/authflow.conf" migrate --sql-dir "$SRCDIR/sql" \
+		>>"$R/log/authflowctl.log"
+	"$BUILDDIR/authflowctl" -c "$R/authflow.conf" keys generate >>"$R/log/authflowctl.log"
 	# The responders run as the service user: they must reach their programs
 	# (a build under /root is out of its reach) and read the keys written above.
 	BIN=$BUILDDIR

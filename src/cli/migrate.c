@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "util.h"
 
 #ifndef AF_DATADIR
 #define AF_DATADIR "/usr/share/authflow"
@@ -41,23 +42,6 @@ static int list_files(const char *dir, char **names, int *n)
     closedir(d);
     qsort(names, (size_t)*n, sizeof *names, by_name);
     return 0;
-}
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&text, &len);
-    char buf[8192];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, n, m);
-    fclose(f);
-    fclose(m);
-    return text;
 }
 
 static bool ok(PGconn *c, PGresult *r, const char *what)
@@ -150,7 +134,7 @@ int af_cli_migrate(const struct af_config *cfg, int argc, char **argv)
         }
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        char *sql = read_file(path);
+        char *sql = af_read_file(path);
         if (!sql) {
             fprintf(stderr, "authflowctl: %s: %s\n", path, strerror(errno));
             exec_ok(c, "ROLLBACK", "rollback");

@@ -50,16 +50,7 @@ static bool origin_allowed(struct af_ctx *ctx, const char *origin)
     size_t pn = slash ? (size_t)(slash - pub) : strlen(pub);
     if (n == pn && !strncasecmp(origin, pub, pn))
         return true;
-    const char *p = ctx->cfg.allowed_origins;
-    while (*p) {
-        size_t l = strcspn(p, " ,");
-        if (l == n && !strncasecmp(p, origin, n))
-            return true;
-        p += l;
-        while (*p == ' ' || *p == ',')
-            p++;
-    }
-    return false;
+    return af_list_contains(ctx->cfg.allowed_origins, origin, n, true);
 }
 
 bool af_csrf_check(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)

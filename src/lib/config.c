@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 #ifndef AF_SYSCONFDIR
 #define AF_SYSCONFDIR "/etc/authflow"
 #endif
@@ -275,20 +277,11 @@ int af_config_load(struct af_config *c, const char *path, char *err, size_t errl
     if (defaults(c, err, errlen) < 0)
         return -1;
     if (path) {
-        FILE *f = fopen(path, "r");
-        if (!f) {
+        char *text = af_read_file(path);
+        if (!text) {
             snprintf(err, errlen, "%s: %s", path, strerror(errno));
             return -1;
         }
-        char *text = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&text, &len);
-        char buf[4096];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-            fwrite(buf, 1, n, m);
-        fclose(f);
-        fclose(m);
         int rc = parse_ini(c, text, path, err, errlen);
         free(text);
         if (rc < 0)

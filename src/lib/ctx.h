@@ -24,6 +24,12 @@ struct af_ctx {
 
 enum af_ctx_needs { AF_NEED_KEYS = 1 };
 
+/* Called first in main(): re-executes the program once with GnuTLS's
+ * load-time initialisation switched off. libpq pulls GnuTLS in (through
+ * libldap, which initialises it itself if it ever needs it); authflow never
+ * uses it, and its constructor costs each process about 0.8 MiB. */
+void af_ctx_slim(char **argv);
+
 /* Loads config (path NULL = default), sets up logging and the stores.
  * Prints the reason to stderr and returns -1 on failure. */
 int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path, unsigned needs);

@@ -184,6 +184,23 @@ void af_resp_internal(struct af_resp *resp, struct af_req *req, const char *caus
     af_resp_problem(resp, req, 500, "internal_error", "An internal error occurred.");
 }
 
+void af_resp_db_failure(struct af_resp *resp, struct af_req *req, struct af_ctx *ctx, int db_status)
+{
+    if (db_status == AF_DB_UNAVAILABLE)
+        af_resp_unavailable(resp, req, af_db_error(ctx->db));
+    else
+        af_resp_internal(resp, req, af_db_error(ctx->db));
+}
+
+bool af_resp_field_errors(struct af_resp *resp, struct af_req *req, struct af_field_errors *fe)
+{
+    if (!fe->list)
+        return false;
+    af_resp_problem_fields(resp, req, 400, "validation_failed", "Some fields are not valid.", fe->list);
+    fe->list = NULL;
+    return true;
+}
+
 bool af_route_match(const char *pattern, const char *path, const char *params[AF_MAX_PARAMS],
                     const char *names[AF_MAX_PARAMS], af_arena *a)
 {
@@ -246,6 +263,36 @@ static const struct af_route *route(struct af_ctx *ctx, const struct af_route *r
         af_resp_problem(resp, req, 404, "not_found", "No such resource.");
     }
     return NULL;
+}
+
+/* The client's address: the peer's, unless the peer is a trusted proxy;
+ * then the right-most X-Forwarded-For entry that is not itself a trusted
+ * proxy (entries further left are the client's own claims). */
+static const char *client_ip(struct af_ctx *ctx, FCGX_Request *r, af_arena *a)
+{
+    const char *peer = FCGX_GetParam("REMOTE_ADDR", r->envp);
+    const char *xff = FCGX_GetParam("HTTP_X_FORWARDED_FOR", r->envp);
+    if (!peer || !xff || !ctx->cfg.trusted_proxies[0] ||
+        !af_list_contains(ctx->cfg.trusted_proxies, peer, strlen(peer), false))
+        return peer;
+    const char *end = xff + strlen(xff);
+    while (end > xff) {
+        const char *start = end;
+        while (start > xff && start[-1] != ',')
+            start--;
+        const char *s = start, *e = end;
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        size_t n = (size_t)(e - s);
+        if (n == 0 || n > 45 || strspn(s, "0123456789abcdefABCDEF.:") < n)
+            return peer;            /* not an address: trust nothing further */
+        if (!af_list_contains(ctx->cfg.trusted_proxies, s, n, false))
+            return af_arena_strndup(a, s, n);
+        end = start > xff ? start - 1 : xff;
+    }
+    return peer;
 }
 
 static bool sane_request_id(const char *s)
@@ -351,7 +398,7 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
     req.path = af_arena_strndup(arena, uri, pl);
     req.query = uri[pl] ? uri + pl + 1 : "";
     req.content_type = FCGX_GetParam("CONTENT_TYPE", r->envp);
-    req.remote_addr = FCGX_GetParam("REMOTE_ADDR", r->envp);
+    req.remote_addr = client_ip(ctx, r, arena);
     req.role = FCGX_GetParam("FCGI_ROLE", r->envp);
     const char *rid = FCGX_GetParam("HTTP_X_REQUEST_ID", r->envp);
     if (sane_request_id(rid)) {

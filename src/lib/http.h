@@ -77,6 +77,13 @@ void af_resp_problem_fields(struct af_resp *resp, struct af_req *req, int status
 void af_resp_unavailable(struct af_resp *resp, struct af_req *req, const char *cause);
 /* 500 internal_error, logging the cause (never shown to the client). */
 void af_resp_internal(struct af_resp *resp, struct af_req *req, const char *cause);
+/* The answer to a failed store call: 503 when PostgreSQL is unreachable,
+ * else 500. */
+void af_resp_db_failure(struct af_resp *resp, struct af_req *req, struct af_ctx *ctx, int db_status);
+/* 400 validation_failed with the collected field errors, if any; returns
+ * whether it answered. */
+struct af_field_errors;
+bool af_resp_field_errors(struct af_resp *resp, struct af_req *req, struct af_field_errors *fe);
 
 typedef void (*af_handler)(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
 

@@ -3,7 +3,9 @@
 
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void af_random_token(char out[AF_TOKEN_CHARS + 1])
 {
@@ -127,4 +129,38 @@ size_t af_utf8_len(const char *s)
         if (((unsigned char)*s & 0xc0) != 0x80)
             n++;
     return n;
+}
+
+bool af_list_contains(const char *list, const char *item, size_t n, bool nocase)
+{
+    while (*list) {
+        size_t l = strcspn(list, " ,");
+        if (l == n && (nocase ? !strncasecmp(list, item, n) : !strncmp(list, item, n)))
+            return true;
+        list += l;
+        while (*list == ' ' || *list == ',')
+            list++;
+    }
+    return false;
+}
+
+char *af_read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    if (!m) {
+        fclose(f);
+        return NULL;
+    }
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, n, m);
+    fclose(f);
+    fclose(m);
+    return text;
 }

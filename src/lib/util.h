@@ -30,5 +30,10 @@ bool af_streq_ct(const char *a, const char *b);
 bool af_utf8_valid(const char *s, size_t len);
 /* Number of code points in valid UTF-8. */
 size_t af_utf8_len(const char *s);
+/* Whether a space/comma separated list holds item[0..n) (case-insensitive
+ * when nocase). */
+bool af_list_contains(const char *list, const char *item, size_t n, bool nocase);
+/* A whole file as a NUL-terminated malloc'd string, or NULL (errno set). */
+char *af_read_file(const char *path);
 
 #endif

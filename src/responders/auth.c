@@ -15,20 +15,19 @@
 #include "user.h"
 #include "validate.h"
 
-static bool validation_failed(struct af_req *req, struct af_resp *resp, struct af_field_errors *fe)
+/* Reads and checks email and password. A new password must meet the
+ * policy; an existing one only needs to be of a length that could match. */
+static const char *credentials(struct af_ctx *ctx, json_object *body, struct af_field_errors *fe,
+                               char email[AF_EMAIL_MAX + 1], bool new_password)
 {
-    if (!fe->list)
-        return false;
-    af_resp_problem_fields(resp, req, 400, "validation_failed", "Some fields are not valid.", fe->list);
-    return true;
-}
-
-static void db_failure(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp, enum af_db_status st)
-{
-    if (st == AF_DB_UNAVAILABLE)
-        af_resp_unavailable(resp, req, af_db_error(ctx->db));
-    else
-        af_resp_internal(resp, req, af_db_error(ctx->db));
+    const char *email_in = af_body_string(body, "email", true, fe);
+    const char *password = af_body_string(body, "password", true, fe);
+    const char *why;
+    if (email_in && (why = af_email_normalize(email_in, email)))
+        af_field_error(fe, "email", why);
+    if (password && (why = af_password_check(password, new_password ? ctx->cfg.password_min_length : 1)))
+        af_field_error(fe, "password", why);
+    return password;
 }
 
 static void do_register(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
@@ -37,18 +36,13 @@ static void do_register(struct af_ctx *ctx, struct af_req *req, struct af_resp *
     if (!body)
         return;
     struct af_field_errors fe = {0};
-    const char *email_in = af_body_string(body, "email", true, &fe);
-    const char *password = af_body_string(body, "password", true, &fe);
-    const char *name = af_body_string(body, "full_name", false, &fe);
     char email[AF_EMAIL_MAX + 1];
+    const char *password = credentials(ctx, body, &fe, email, true);
+    const char *name = af_body_string(body, "full_name", false, &fe);
     const char *why;
-    if (email_in && (why = af_email_normalize(email_in, email)))
-        af_field_error(&fe, "email", why);
-    if (password && (why = af_password_check(password, ctx->cfg.password_min_length)))
-        af_field_error(&fe, "password", why);
     if (name && (why = af_name_check(name)))
         af_field_error(&fe, "full_name", why);
-    if (validation_failed(req, resp, &fe))
+    if (af_resp_field_errors(resp, req, &fe))
         return;
 
     char hash[AF_HASH_LEN];
@@ -63,7 +57,7 @@ static void do_register(struct af_ctx *ctx, struct af_req *req, struct af_resp *
         return;
     }
     if (st != AF_DB_OK) {
-        db_failure(ctx, req, resp, st);
+        af_resp_db_failure(resp, req, ctx, st);
         return;
     }
     resp->user_id = af_arena_strdup(req->arena, u.id);
@@ -78,22 +72,16 @@ static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
     if (!body)
         return;
     struct af_field_errors fe = {0};
-    const char *email_in = af_body_string(body, "email", true, &fe);
-    const char *password = af_body_string(body, "password", true, &fe);
     char email[AF_EMAIL_MAX + 1];
-    const char *why;
-    if (email_in && (why = af_email_normalize(email_in, email)))
-        af_field_error(&fe, "email", why);
-    if (password && af_utf8_len(password) > AF_PASSWORD_MAX)
-        af_field_error(&fe, "password", "must be at most 128 characters long");
-    if (validation_failed(req, resp, &fe))
+    const char *password = credentials(ctx, body, &fe, email, false);
+    if (af_resp_field_errors(resp, req, &fe))
         return;
 
     struct af_user u;
     bool found;
     enum af_db_status st = af_user_by_email(ctx, req, email, &u, &found);
     if (st != AF_DB_OK) {
-        db_failure(ctx, req, resp, st);
+        af_resp_db_failure(resp, req, ctx, st);
         return;
     }
     /* An unknown email costs the same hash verification as a wrong
@@ -137,14 +125,14 @@ static void do_refresh(struct af_ctx *ctx, struct af_req *req, struct af_resp *r
         return;
     struct af_field_errors fe = {0};
     const char *token = af_body_string(body, "refresh_token", false, &fe);
-    if (validation_failed(req, resp, &fe))
+    if (af_resp_field_errors(resp, req, &fe))
         return;
     if (!token) {
         /* Browser mode: the refresh cookie, guarded by the CSRF double submit. */
         token = af_req_cookie(req, af_cookie_refresh_name(ctx->cfg.cookies_secure));
         if (!token || !*token) {
             af_field_error(&fe, "refresh_token", "is required");
-            validation_failed(req, resp, &fe);
+            af_resp_field_errors(resp, req, &fe);
             return;
         }
         if (!af_csrf_check(ctx, req, resp))
@@ -220,8 +208,10 @@ static const struct af_route routes[] = {
     {"GET", "/health/live", do_health_live, AF_PUBLIC},
 };
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    af_ctx_slim(argv);
     struct af_ctx ctx;
     if (af_ctx_init(&ctx, "authflow-auth", NULL, AF_NEED_KEYS) < 0)
         return 1;

@@ -9,14 +9,6 @@
 #include "user.h"
 #include "validate.h"
 
-static void db_failure(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp, enum af_db_status st)
-{
-    if (st == AF_DB_UNAVAILABLE)
-        af_resp_unavailable(resp, req, af_db_error(ctx->db));
-    else
-        af_resp_internal(resp, req, af_db_error(ctx->db));
-}
-
 static void gone(struct af_req *req, struct af_resp *resp)
 {
     af_resp_problem(resp, req, 401, "unauthorized", "The account no longer exists.");
@@ -28,7 +20,7 @@ static void do_me(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
     bool found;
     enum af_db_status st = af_user_json_text(ctx, req, req->claims.sub, &json, &found);
     if (st != AF_DB_OK) {
-        db_failure(ctx, req, resp, st);
+        af_resp_db_failure(resp, req, ctx, st);
         return;
     }
     if (!found) {
@@ -51,15 +43,13 @@ static void do_update_me(struct af_ctx *ctx, struct af_req *req, struct af_resp 
     const char *why;
     if (name && (why = af_name_check(name)))
         af_field_error(&fe, "full_name", why);
-    if (fe.list) {
-        af_resp_problem_fields(resp, req, 400, "validation_failed", "Some fields are not valid.", fe.list);
+    if (af_resp_field_errors(resp, req, &fe))
         return;
-    }
     struct af_user u;
     bool found;
     enum af_db_status st = af_user_set_name(ctx, req, req->claims.sub, name, &u, &found);
     if (st != AF_DB_OK) {
-        db_failure(ctx, req, resp, st);
+        af_resp_db_failure(resp, req, ctx, st);
         return;
     }
     if (!found) {
@@ -77,15 +67,13 @@ static void do_delete_me(struct af_ctx *ctx, struct af_req *req, struct af_resp 
         return;
     struct af_field_errors fe = {0};
     const char *password = af_body_string(body, "password", true, &fe);
-    if (fe.list) {
-        af_resp_problem_fields(resp, req, 400, "validation_failed", "Some fields are not valid.", fe.list);
+    if (af_resp_field_errors(resp, req, &fe))
         return;
-    }
     struct af_user u;
     bool found;
     enum af_db_status st = af_user_by_id_full(ctx, req, req->claims.sub, &u, &found);
     if (st != AF_DB_OK) {
-        db_failure(ctx, req, resp, st);
+        af_resp_db_failure(resp, req, ctx, st);
         return;
     }
     if (!found) {
@@ -98,7 +86,7 @@ static void do_delete_me(struct af_ctx *ctx, struct af_req *req, struct af_resp 
     }
     st = af_user_delete(ctx, req, u.id);
     if (st != AF_DB_OK) {
-        db_failure(ctx, req, resp, st);
+        af_resp_db_failure(resp, req, ctx, st);
         return;
     }
     af_resp_empty(resp, 204);
@@ -111,8 +99,10 @@ static const struct af_route routes[] = {
     {"DELETE", "/users/me", do_delete_me, AF_USER},
 };
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    af_ctx_slim(argv);
     struct af_ctx ctx;
     if (af_ctx_init(&ctx, "authflow-users", NULL, AF_NEED_KEYS) < 0)
         return 1;
