@@ -6,54 +6,195 @@
 
 #include "util.h"
 
-/* json-c merges duplicate keys silently. Count the members in the text (a
- * ':' outside a string is exactly one member) and the members json-c kept:
- * they differ exactly when a key was repeated. */
-static size_t text_members(const char *s, size_t len)
+/* A strict RFC 8259 validator run before json-c, which is lenient (it takes
+ * single quotes, NaN, "1." and raw control characters, and cuts keys at an
+ * escaped NUL). It also counts object members: json-c merges duplicate keys
+ * silently, so the count of members it kept differs from the count in the
+ * text exactly when a key was repeated. */
+struct scan {
+    const unsigned char *p, *e;
+    int depth;
+    size_t members;
+    const char *why;
+};
+
+static void ws(struct scan *c)
 {
-    size_t n = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == ':') {
-            n++;
-        }
-    }
-    return n;
+    while (c->p < c->e && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
 }
 
-/* Counts kept members and checks every string (keys included) for NUL. */
-static bool walk(json_object *o, size_t *members)
+static int hex4(const unsigned char *p)
 {
-    switch (json_object_get_type(o)) {
-    case json_type_object: {
-        json_object_object_foreach(o, k, v) {
-            (*members)++;
-            if (!walk(v, members))
-                return false;
-            (void)k;
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = p[i] >= '0' && p[i] <= '9' ? p[i] - '0'
+              : p[i] >= 'a' && p[i] <= 'f' ? p[i] - 'a' + 10
+              : p[i] >= 'A' && p[i] <= 'F' ? p[i] - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static bool fail(struct scan *c, const char *why)
+{
+    if (!c->why)
+        c->why = why;
+    return false;
+}
+
+static bool string(struct scan *c)
+{
+    c->p++; /* opening quote */
+    while (c->p < c->e) {
+        unsigned char ch = *c->p++;
+        if (ch == '"')
+            return true;
+        if (ch < 0x20)
+            return fail(c, "a string contains a raw control character");
+        if (ch != '\\')
+            continue;
+        if (c->p >= c->e)
+            break;
+        ch = *c->p++;
+        if (strchr("\"\\/bfnrt", ch))
+            continue;
+        if (ch != 'u' || c->e - c->p < 4)
+            return fail(c, "a string has a bad escape");
+        int v = hex4(c->p);
+        c->p += 4;
+        if (v < 0)
+            return fail(c, "a string has a bad escape");
+        if (v == 0)
+            return fail(c, "a string contains a NUL character");
+        if (v >= 0xdc00 && v <= 0xdfff)
+            return fail(c, "a string has an unpaired surrogate");
+        if (v >= 0xd800 && v <= 0xdbff) {
+            int lo = c->e - c->p >= 6 && c->p[0] == '\\' && c->p[1] == 'u' ? hex4(c->p + 2) : -1;
+            if (lo < 0xdc00 || lo > 0xdfff)
+                return fail(c, "a string has an unpaired surrogate");
+            c->p += 6;
         }
+    }
+    return fail(c, "a string is not terminated");
+}
+
+static bool digits(struct scan *c)
+{
+    const unsigned char *s = c->p;
+    while (c->p < c->e && *c->p >= '0' && *c->p <= '9')
+        c->p++;
+    return c->p > s;
+}
+
+static bool number(struct scan *c)
+{
+    if (*c->p == '-')
+        c->p++;
+    if (c->p < c->e && *c->p == '0')
+        c->p++;
+    else if (!digits(c))
+        return fail(c, "the body is not valid JSON");
+    if (c->p < c->e && *c->p == '.') {
+        c->p++;
+        if (!digits(c))
+            return fail(c, "the body is not valid JSON");
+    }
+    if (c->p < c->e && (*c->p == 'e' || *c->p == 'E')) {
+        c->p++;
+        if (c->p < c->e && (*c->p == '+' || *c->p == '-'))
+            c->p++;
+        if (!digits(c))
+            return fail(c, "the body is not valid JSON");
+    }
+    return true;
+}
+
+static bool literal(struct scan *c, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(c->e - c->p) < n || memcmp(c->p, word, n) != 0)
+        return fail(c, "the body is not valid JSON");
+    c->p += n;
+    return true;
+}
+
+static bool value(struct scan *c);
+
+static bool container(struct scan *c, bool object)
+{
+    if (++c->depth > AF_BODY_MAX_DEPTH)
+        return fail(c, "the JSON is nested too deeply");
+    unsigned char close = object ? '}' : ']';
+    c->p++;
+    ws(c);
+    if (c->p < c->e && *c->p == close) {
+        c->p++;
+        c->depth--;
         return true;
     }
-    case json_type_array: {
-        size_t n = json_object_array_length(o);
-        for (size_t i = 0; i < n; i++)
-            if (!walk(json_object_array_get_idx(o, i), members))
-                return false;
-        return true;
+    for (;;) {
+        if (object) {
+            if (c->p >= c->e || *c->p != '"' || !string(c))
+                return fail(c, "the body is not valid JSON");
+            ws(c);
+            if (c->p >= c->e || *c->p != ':')
+                return fail(c, "the body is not valid JSON");
+            c->p++;
+            c->members++;
+        }
+        if (!value(c))
+            return false;
+        ws(c);
+        if (c->p < c->e && *c->p == ',') {
+            c->p++;
+            ws(c);
+            continue;
+        }
+        if (c->p < c->e && *c->p == close) {
+            c->p++;
+            c->depth--;
+            return true;
+        }
+        return fail(c, "the body is not valid JSON");
     }
-    case json_type_string:
-        return strlen(json_object_get_string(o)) == (size_t)json_object_get_string_len(o);
+}
+
+static bool value(struct scan *c)
+{
+    ws(c);
+    if (c->p >= c->e)
+        return fail(c, "the body is not valid JSON");
+    switch (*c->p) {
+    case '{': return container(c, true);
+    case '[': return container(c, false);
+    case '"': return string(c);
+    case 't': return literal(c, "true");
+    case 'f': return literal(c, "false");
+    case 'n': return literal(c, "null");
     default:
-        return true;
+        if (*c->p == '-' || (*c->p >= '0' && *c->p <= '9'))
+            return number(c);
+        return fail(c, "the body is not valid JSON");
     }
+}
+
+static size_t kept_members(json_object *o)
+{
+    size_t n = 0;
+    if (json_object_is_type(o, json_type_object)) {
+        json_object_object_foreach(o, k, v) {
+            (void)k;
+            n += 1 + kept_members(v);
+        }
+    } else if (json_object_is_type(o, json_type_array)) {
+        size_t len = json_object_array_length(o);
+        for (size_t i = 0; i < len; i++)
+            n += kept_members(json_object_array_get_idx(o, i));
+    }
+    return n;
 }
 
 enum af_body_status af_body_decode_json(const char *body, size_t len, json_object **out,
@@ -66,40 +207,31 @@ enum af_body_status af_body_decode_json(const char *body, size_t len, json_objec
         *why = memchr(body, 0, len) ? "the body contains a NUL byte" : "the body is not valid UTF-8";
         return AF_BODY_INVALID_JSON;
     }
-    json_tokener *tok = json_tokener_new_ex(AF_BODY_MAX_DEPTH);
-    if (!tok) {
-        *why = "out of memory";
+    struct scan c = {(const unsigned char *)body, (const unsigned char *)body + len, 0, 0, NULL};
+    ws(&c);
+    bool is_object = c.p < c.e && *c.p == '{';
+    bool valid = value(&c);
+    ws(&c);
+    if (!valid || c.p != c.e) {
+        *why = c.why ? c.why : "the body has data after the JSON value";
         return AF_BODY_INVALID_JSON;
     }
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *o = json_tokener_parse_ex(tok, body, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t used = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    if (!o || jerr != json_tokener_success) {
-        json_object_put(o);
-        *why = jerr == json_tokener_error_depth ? "the JSON is nested too deeply"
-                                                : "the body is not valid JSON";
-        return AF_BODY_INVALID_JSON;
-    }
-    for (size_t i = used; i < len; i++)
-        if (!strchr(" \t\r\n", body[i])) {
-            json_object_put(o);
-            *why = "the body has data after the JSON value";
-            return AF_BODY_INVALID_JSON;
-        }
-    if (!json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
+    if (!is_object) {
         *why = "the body must be a JSON object";
         return AF_BODY_NOT_OBJECT;
     }
-    size_t kept = 0;
-    if (!walk(o, &kept)) {
+    /* The scan bounds the depth; json-c counts one level more. */
+    json_tokener *tok = json_tokener_new_ex(AF_BODY_MAX_DEPTH + 1);
+    json_object *o = tok ? json_tokener_parse_ex(tok, body, (int)len) : NULL;
+    bool parsed = o && json_tokener_get_error(tok) == json_tokener_success;
+    if (tok)
+        json_tokener_free(tok);
+    if (!parsed) {
         json_object_put(o);
-        *why = "a string contains a NUL character";
+        *why = "the body is not valid JSON";
         return AF_BODY_INVALID_JSON;
     }
-    if (kept != text_members(body, len)) {
+    if (kept_members(o) != c.members) {
         json_object_put(o);
         *why = "the JSON object has a duplicate key";
         return AF_BODY_INVALID_JSON;
@@ -146,6 +278,10 @@ enum af_body_status af_body_decode_form(const char *body, size_t len, json_objec
     *out = NULL;
     if (len == 0)
         return AF_BODY_EMPTY;
+    if (memchr(body, 0, len)) {
+        *why = "the form body contains a NUL byte";
+        return AF_BODY_INVALID_FORM;
+    }
     af_arena *a = af_arena_new(len * 2 + 256);
     json_object *o = json_object_new_object();
     const char *p = body, *end = body + len;

@@ -329,45 +329,57 @@ static bool b64url_json(const char *seg, size_t len, json_object **out)
     return *out != NULL;
 }
 
-static bool copy_str(jwt_t *jwt, const char *name, char *dst, size_t n)
+/* Claim readers over the decoded payload; each insists on the JSON type,
+ * since libjwt reads a wrong-typed number as 0. */
+static bool claim_str(json_object *g, const char *name, char *dst, size_t n)
 {
-    const char *v = jwt_get_grant(jwt, name);
-    if (!v || strlen(v) >= n)
+    json_object *v;
+    if (!json_object_object_get_ex(g, name, &v) || !json_object_is_type(v, json_type_string) ||
+        (size_t)json_object_get_string_len(v) >= n)
         return false;
-    strcpy(dst, v);
+    strcpy(dst, json_object_get_string(v));
     return true;
 }
 
-static bool copy_array(jwt_t *jwt, const char *name, char *dst, size_t n)
+static bool claim_int(json_object *g, const char *name, long *out)
 {
-    char *v = jwt_get_grants_json(jwt, name);
-    json_object *o = v ? json_tokener_parse(v) : NULL;
-    bool ok = o && json_object_is_type(o, json_type_array) && strlen(v) < n;
-    if (ok)
-        strcpy(dst, v);
-    json_object_put(o);
-    free(v);
-    return ok;
+    json_object *v;
+    if (!json_object_object_get_ex(g, name, &v) || !json_object_is_type(v, json_type_int))
+        return false;
+    *out = (long)json_object_get_int64(v);
+    return true;
 }
 
-static bool aud_ok(jwt_t *jwt, const char *audience)
+static bool claim_strings(json_object *g, const char *name, char *dst, size_t n)
 {
-    const char *s = jwt_get_grant(jwt, "aud");
-    if (s)
-        return strcmp(s, audience) == 0;
-    char *v = jwt_get_grants_json(jwt, "aud");
-    json_object *o = v ? json_tokener_parse(v) : NULL;
-    bool ok = false;
-    if (o && json_object_is_type(o, json_type_array))
-        for (size_t i = 0; i < json_object_array_length(o); i++) {
-            json_object *e = json_object_array_get_idx(o, i);
-            if (json_object_is_type(e, json_type_string) &&
-                strcmp(json_object_get_string(e), audience) == 0)
-                ok = true;
-        }
-    json_object_put(o);
-    free(v);
-    return ok;
+    json_object *v;
+    if (!json_object_object_get_ex(g, name, &v) || !json_object_is_type(v, json_type_array))
+        return false;
+    for (size_t i = 0; i < json_object_array_length(v); i++)
+        if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_string))
+            return false;
+    const char *s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (strlen(s) >= n)
+        return false;
+    strcpy(dst, s);
+    return true;
+}
+
+static bool aud_ok(json_object *g, const char *audience)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(g, "aud", &v))
+        return false;
+    if (json_object_is_type(v, json_type_string))
+        return strcmp(json_object_get_string(v), audience) == 0;
+    if (!json_object_is_type(v, json_type_array))
+        return false;
+    for (size_t i = 0; i < json_object_array_length(v); i++) {
+        json_object *e = json_object_array_get_idx(v, i);
+        if (json_object_is_type(e, json_type_string) && strcmp(json_object_get_string(e), audience) == 0)
+            return true;
+    }
+    return false;
 }
 
 enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token_params *p,
@@ -417,27 +429,22 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
     enum af_token_status st = AF_TOKEN_INVALID;
     struct af_claims c;
     memset(&c, 0, sizeof c);
-    const char *iss = jwt_get_grant(jwt, "iss");
-    if (jwt_get_alg(jwt) != k->alg || !iss || strcmp(iss, p->issuer) != 0 || !aud_ok(jwt, p->audience))
+    char *grants = jwt_get_alg(jwt) == k->alg ? jwt_get_grants_json(jwt, NULL) : NULL;
+    json_object *g = grants ? json_tokener_parse(grants) : NULL, *ev;
+    free(grants);
+    char iss[512];
+    if (!g || !claim_str(g, "iss", iss, sizeof iss) || strcmp(iss, p->issuer) != 0 ||
+        !aud_ok(g, p->audience))
         goto done;
-    if (!copy_str(jwt, "sub", c.sub, sizeof c.sub) || !copy_str(jwt, "sid", c.sid, sizeof c.sid) ||
-        !copy_str(jwt, "jti", c.jti, sizeof c.jti) || !copy_str(jwt, "email", c.email, sizeof c.email) ||
-        !copy_str(jwt, "dfp", c.dfp, sizeof c.dfp) ||
-        !copy_array(jwt, "roles", c.roles, sizeof c.roles) ||
-        !copy_array(jwt, "amr", c.amr, sizeof c.amr) || !af_is_uuid(c.sub) || !af_is_uuid(c.sid))
+    if (!claim_str(g, "sub", c.sub, sizeof c.sub) || !claim_str(g, "sid", c.sid, sizeof c.sid) ||
+        !claim_str(g, "jti", c.jti, sizeof c.jti) || !claim_str(g, "email", c.email, sizeof c.email) ||
+        !claim_str(g, "dfp", c.dfp, sizeof c.dfp) ||
+        !claim_strings(g, "roles", c.roles, sizeof c.roles) ||
+        !claim_strings(g, "amr", c.amr, sizeof c.amr) || !af_is_uuid(c.sub) || !af_is_uuid(c.sid) ||
+        !claim_int(g, "exp", &c.exp) || !claim_int(g, "nbf", &c.nbf) || !claim_int(g, "iat", &c.iat) ||
+        !json_object_object_get_ex(g, "email_verified", &ev) || !json_object_is_type(ev, json_type_boolean))
         goto done;
-    errno = 0;
-    c.exp = jwt_get_grant_int(jwt, "exp");
-    if (errno)
-        goto done;
-    c.nbf = jwt_get_grant_int(jwt, "nbf");
-    if (errno)
-        goto done;
-    c.iat = jwt_get_grant_int(jwt, "iat");
-    if (errno)
-        goto done;
-    errno = 0;
-    c.email_verified = jwt_get_grant_bool(jwt, "email_verified") == 1;
+    c.email_verified = json_object_get_boolean(ev);
     if (now > c.exp + AF_CLOCK_SKEW) {
         st = AF_TOKEN_EXPIRED;
         goto done;
@@ -452,6 +459,7 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
         slot->used = true;
     }
 done:
+    json_object_put(g);
     jwt_free(jwt);
     return st;
 }

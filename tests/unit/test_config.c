@@ -2,6 +2,7 @@
  * environment, and every kind of bad value refused with the key named. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "tap.h"
@@ -207,18 +208,49 @@ static void test_env(void)
     unsetenv("AUTHFLOW_SOMETHING_ELSE");
 }
 
+static void test_file(void)
+{
+    char path[] = "/tmp/authflow-conf-XXXXXX";
+    int fd = mkstemp(path);
+    const char *text = "[tokens]\naccess_ttl = 450\n";
+    ok(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text),
+       "temporary config file written");
+    if (fd >= 0)
+        close(fd);
+    af_config_free(&cfg);
+    is_int(af_config_load(&cfg, path, err, sizeof err), 0, "af_config_load reads a file");
+    is_int(cfg.access_ttl, 450, "file value applied");
+    unlink(path);
+    af_config_free(&cfg);
+    is_int(af_config_load(&cfg, path, err, sizeof err), -1, "missing file refused");
+    ok(strstr(err, path) != NULL, "message names the missing file");
+
+    setenv("AUTHFLOW_CONFIG", "/srv/af/test.conf", 1);
+    is_str(af_config_default_path(), "/srv/af/test.conf", "AUTHFLOW_CONFIG names the file");
+    unsetenv("AUTHFLOW_CONFIG");
+    const char *def = af_config_default_path();
+    ok(def && strlen(def) > 14 && !strcmp(def + strlen(def) - 14, "/authflow.conf"),
+       "default path ends in /authflow.conf");
+}
+
 int main(void)
 {
-    /* The run's environment may set AUTHFLOW_* keys; start from none. */
-    static const char *keys[] = {"AUTHFLOW_TOKENS_ACCESS_TTL", "AUTHFLOW_COOKIES_SECURE",
-                                 "AUTHFLOW_TOKENS_ALGORITHM", "AUTHFLOW_SERVER_API_PREFIX",
-                                 "AUTHFLOW_TOKENS_ISSUER"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        unsetenv(keys[i]);
+    /* The run's environment may set AUTHFLOW_* variables; start from none. */
+    extern char **environ;
+    char *names[256];
+    size_t n = 0;
+    for (char **e = environ; *e && n < 256; e++)
+        if (!strncmp(*e, "AUTHFLOW_", 9))
+            names[n++] = strndup(*e, strcspn(*e, "="));
+    for (size_t i = 0; i < n; i++) {
+        unsetenv(names[i]);
+        free(names[i]);
+    }
     test_defaults();
     test_overrides();
     test_errors();
     test_env();
+    test_file();
     af_config_free(&cfg);
     return done_testing();
 }
