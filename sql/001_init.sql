@@ -83,28 +83,31 @@ CREATE INDEX audit_log_type_idx ON audit_log (type, id);
 -- rotated is a theft signal and revokes the whole session — unless it comes
 -- back within p_grace seconds from the same device (two tabs refreshing at
 -- once), which gets a fresh token for the same session instead. The row lock
--- on the token serialises concurrent refreshes with the same token.
+-- on the token serialises concurrent refreshes with the same token. With
+-- 'ok' come the session's remaining lifetime and the user's claims, so the
+-- caller can sign the access token without another query.
 CREATE FUNCTION af_refresh_rotate(p_old bytea, p_new bytea, p_dfp text, p_grace int,
                                   p_idle int, p_ip text, p_ua text, p_request_id text)
-RETURNS TABLE (status text, session_id uuid, user_id uuid, amr text[], expires_at timestamptz)
+RETURNS TABLE (status text, session_id uuid, user_id uuid, amr text[], refresh_expires_in bigint,
+               email text, email_verified boolean, disabled boolean, roles text)
 LANGUAGE plpgsql AS $$
 DECLARE
     t refresh_tokens%ROWTYPE;
     s sessions%ROWTYPE;
+    u users%ROWTYPE;
     now_ts timestamptz := clock_timestamp();
 BEGIN
     SELECT * INTO t FROM refresh_tokens r WHERE r.token_hash = p_old FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 'invalid'::text, NULL::uuid, NULL::uuid, NULL::text[], NULL::timestamptz;
+        RETURN QUERY SELECT 'invalid'::text, NULL::uuid, NULL::uuid, NULL::text[], NULL::bigint,
+                            NULL::text, NULL::boolean, NULL::boolean, NULL::text;
         RETURN;
     END IF;
     SELECT * INTO s FROM sessions x WHERE x.id = t.session_id FOR UPDATE;
-    IF s.revoked_at IS NOT NULL THEN
-        RETURN QUERY SELECT 'revoked'::text, s.id, s.user_id, s.amr, s.expires_at;
-        RETURN;
-    END IF;
-    IF s.expires_at <= now_ts OR s.idle_expires_at <= now_ts THEN
-        RETURN QUERY SELECT 'expired'::text, s.id, s.user_id, s.amr, s.expires_at;
+    IF s.revoked_at IS NOT NULL OR s.expires_at <= now_ts OR s.idle_expires_at <= now_ts THEN
+        RETURN QUERY SELECT CASE WHEN s.revoked_at IS NOT NULL THEN 'revoked' ELSE 'expired' END,
+                            s.id, s.user_id, s.amr, NULL::bigint,
+                            NULL::text, NULL::boolean, NULL::boolean, NULL::text;
         RETURN;
     END IF;
     IF t.rotated_at IS NOT NULL THEN
@@ -114,18 +117,23 @@ BEGIN
             INSERT INTO audit_log (type, actor_id, subject_id, session_id, ip, user_agent, request_id, detail)
             VALUES ('refresh_token_reuse', s.user_id, s.user_id, s.id, p_ip, p_ua, p_request_id,
                     jsonb_build_object('rotated_at', t.rotated_at));
-            RETURN QUERY SELECT 'reused'::text, s.id, s.user_id, s.amr, s.expires_at;
+            RETURN QUERY SELECT 'reused'::text, s.id, s.user_id, s.amr, NULL::bigint,
+                                NULL::text, NULL::boolean, NULL::boolean, NULL::text;
             RETURN;
         END IF;
     ELSE
         UPDATE refresh_tokens SET rotated_at = now_ts, replaced_by = p_new WHERE token_hash = p_old;
     END IF;
     INSERT INTO refresh_tokens (token_hash, session_id) VALUES (p_new, s.id);
-    UPDATE sessions SET last_seen_at = now_ts,
-                        idle_expires_at = least(sessions.expires_at, now_ts + make_interval(secs => p_idle))
-     WHERE id = s.id;
+    s.idle_expires_at := least(s.expires_at, now_ts + make_interval(secs => p_idle));
+    UPDATE sessions SET last_seen_at = now_ts, idle_expires_at = s.idle_expires_at WHERE id = s.id;
     INSERT INTO audit_log (type, actor_id, subject_id, session_id, ip, user_agent, request_id)
     VALUES ('refresh', s.user_id, s.user_id, s.id, p_ip, p_ua, p_request_id);
-    RETURN QUERY SELECT 'ok'::text, s.id, s.user_id, s.amr, s.expires_at;
+    SELECT * INTO u FROM users WHERE id = s.user_id;
+    RETURN QUERY SELECT 'ok'::text, s.id, s.user_id, s.amr,
+        greatest(0, extract(epoch FROM s.idle_expires_at - now_ts))::bigint,
+        u.email, u.email_verified, u.disabled,
+        COALESCE((SELECT json_agg(role ORDER BY role) FROM user_roles WHERE user_roles.user_id = u.id),
+                 '[]')::text;
 END
 $$;

@@ -94,8 +94,9 @@ if [ "$quick" -eq 0 ]; then
 		step "make distclean (the source tree was configured)" make distclean || true
 	fi
 	mkdir -p _build-asan
-	# Leaks fail the unit tests and authflowctl. The responders report theirs
-	# at exit into their logs, which tests/stack.sh down shows.
+	# A leak fails a unit test or authflowctl outright. The responders write
+	# their reports to their logs; tests/stack.sh down shows them and fails,
+	# and so does the test file that stops the stack.
 	step "configure (sanitizers)" in_dir _build-asan ../configure --enable-werror --enable-sanitizers &&
 		step "make (sanitizers)" make -C _build-asan -j"$jobs" &&
 		check "make check (sanitizers)" env \

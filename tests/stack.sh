@@ -113,8 +113,16 @@ alive() {
 }
 
 # Guards against stale pid files naming a pid that now belongs to another
-# program.
-runs() { [ "$(ps -o comm= -p "$1" 2>/dev/null)" = "$2" ]; }
+# program. The executable's name counts as well as the process name: a
+# program that re-executes itself through /proc/self/exe is named "exe", and
+# one rebuilt while it runs is "NAME (deleted)".
+runs() {
+	local exe
+	[ "$(ps -o comm= -p "$1" 2>/dev/null)" = "$2" ] && return 0
+	exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+	exe=${exe##*/}
+	[ "${exe% (deleted)}" = "$2" ]
+}
 
 # stop SIGNAL PROGRAM PID...: signal those PIDs still running PROGRAM and wait
 # up to 10 s for them to go, then kill what is left.
@@ -155,32 +163,34 @@ stop_services() {
 	pids_in "$r/pgdata/postmaster.pid" 1 && stop INT postgres "${PIDS[@]}"
 }
 
-# Sanitizer builds write their reports to the responders' logs, where no test
-# looks; bring them to the caller's attention before the logs are wiped.
-report_sanitizers() {
-	local f
+# Sanitizer builds write the responders' reports (memory errors, leaks at
+# exit) to their logs, where no test looks: show them, and fail `down`, so
+# that the test tearing the stack down fails too.
+check_sanitizer_reports() {
+	local f bad=0
 	for f in "$1"/log/auth.log "$1"/log/users.log; do
 		[ -f "$f" ] || continue
-		if grep -qE 'Sanitizer|runtime error:' "$f"; then
-			say "sanitizer report in $(basename "$f"):"
-			grep -E -A 12 'ERROR: .*Sanitizer|runtime error:' "$f" | head -n 60 >&2
-		fi
+		grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$f" || continue
+		say "sanitizer report in $(basename "$f"):"
+		grep -E -A 15 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$f" | head -n 80 >&2
+		bad=1
 	done
+	return "$bad"
 }
 
 cmd_down() {
-	local r
+	local r rc=0
 	r=$(real_run_dir)
 	if [ -d "$r" ]; then
 		# Never wipe a directory this script did not make.
 		[ -f "$r/.authflow-stack" ] || [ -z "$(ls -A "$r")" ] ||
 			die "$r is not a stack run directory; not touching it"
 		stop_services "$r"
-		report_sanitizers "$r"
+		check_sanitizer_reports "$r" || rc=1
 		rm -rf "$r"
 	fi
 	[ -L "$RUN" ] && rm -f "$RUN"
-	return 0
+	return "$rc"
 }
 
 # ---------------------------------------------------------------- up
@@ -460,7 +470,8 @@ cmd_up() {
 		cmd_deps || [ "$IS_ROOT" -eq 0 ]
 		cmd_build
 	fi
-	[ -e "$RUN" ] && cmd_down
+	# A report left by the previous stack has been shown; it does not stop this one.
+	if [ -e "$RUN" ]; then cmd_down || true; fi
 	[ "$IS_ROOT" -eq 1 ] && ensure_user
 
 	R=

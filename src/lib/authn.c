@@ -114,7 +114,7 @@ bool af_authenticate(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         af_resp_problem(resp, req, 401, "invalid_token", "The access token belongs to another device.");
         return false;
     }
-    switch (af_session_check(ctx, req->claims.sid)) {
+    switch (af_session_check(ctx, req, req->claims.sid, req->claims.sub, &req->cached_user)) {
     case AF_SESSION_LIVE:
         break;
     case AF_SESSION_UNAVAILABLE:

@@ -13,9 +13,14 @@ void af_ctx_slim(char **argv)
 {
     if (getenv("GNUTLS_NO_IMPLICIT_INIT"))
         return;
+    /* Exec the real path, so the process keeps its name in ps. */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return; /* no /proc: carry on unslimmed */
+    self[n] = '\0';
     setenv("GNUTLS_NO_IMPLICIT_INIT", "1", 1);
-    execv("/proc/self/exe", argv);
-    /* Carry on unslimmed if /proc is not mounted. */
+    execv(self, argv);
 }
 
 int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path, unsigned needs)

@@ -37,6 +37,7 @@ struct af_req {
     /* Filled by authentication. */
     bool authenticated, cookie_mode;
     struct af_claims claims;
+    const char *cached_user;        /* the caller's user object, if Redis had it */
 };
 
 struct af_header {

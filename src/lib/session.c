@@ -20,13 +20,17 @@ static long revoked_mark_ttl(struct af_ctx *ctx)
     return ctx->cfg.access_ttl + 2 * AF_CLOCK_SKEW;
 }
 
-enum af_session_state af_session_check(struct af_ctx *ctx, const char *sid)
+enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, const char *sid,
+                                       const char *user_id, const char **cached_user)
 {
-    redisReply *r = af_cache_command(ctx->cache, "MGET af:rev:%s af:sess:%s", sid, sid);
+    redisReply *r = af_cache_command(ctx->cache, "MGET af:rev:%s af:sess:%s af:user:%s", sid, sid, user_id);
     bool cache_up = r != NULL;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+    *cached_user = NULL;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
         bool revoked = r->element[0]->type == REDIS_REPLY_STRING;
         bool live = r->element[1]->type == REDIS_REPLY_STRING;
+        if (r->element[2]->type == REDIS_REPLY_STRING)
+            *cached_user = af_arena_strndup(req->arena, r->element[2]->str, r->element[2]->len);
         freeReplyObject(r);
         if (revoked)
             return AF_SESSION_REVOKED;
@@ -217,30 +221,32 @@ void af_session_refresh(struct af_ctx *ctx, struct af_req *req, struct af_resp *
     const char *p[] = {old_hex, new_hex, dfp, grace, idle, req->remote_addr, ua, req->request_id};
     PGresult *r;
     enum af_db_status st = af_db_exec(ctx->db, &r,
-        "SELECT status, session_id, user_id, array_to_json(amr)::text, "
-        "  greatest(0, extract(epoch from least(expires_at, now() + make_interval(secs => $5::int)) - now()))::bigint "
+        "SELECT status, session_id, user_id, array_to_json(amr)::text, refresh_expires_in, "
+        "  email, email_verified, disabled, roles "
         "FROM af_refresh_rotate($1::bytea, $2::bytea, $3, $4::int, $5::int, $6, left($7, 512), $8)",
         8, p);
-    if (st == AF_DB_UNAVAILABLE) {
-        af_resp_unavailable(resp, req, af_db_error(ctx->db));
-        return;
-    }
     if (st != AF_DB_OK || PQntuples(r) != 1) {
         PQclear(r);
-        af_resp_internal(resp, req, af_db_error(ctx->db));
+        af_resp_db_failure(resp, req, ctx, st == AF_DB_OK ? AF_DB_ERROR : st);
         return;
     }
     const char *status = af_arena_strdup(req->arena, PQgetvalue(r, 0, 0));
-    char sid[37] = "", uid[37] = "";
+    char sid[37] = "";
+    struct af_user u;
+    memset(&u, 0, sizeof u);
     snprintf(sid, sizeof sid, "%s", PQgetvalue(r, 0, 1));
-    snprintf(uid, sizeof uid, "%s", PQgetvalue(r, 0, 2));
+    snprintf(u.id, sizeof u.id, "%s", PQgetvalue(r, 0, 2));
     const char *amr = af_arena_strdup(req->arena, PQgetvalue(r, 0, 3));
     long refresh_in = atol(PQgetvalue(r, 0, 4));
+    u.email = af_arena_strdup(req->arena, PQgetvalue(r, 0, 5));
+    u.email_verified = PQgetvalue(r, 0, 6)[0] == 't';
+    u.disabled = PQgetvalue(r, 0, 7)[0] == 't';
+    u.roles = af_arena_strdup(req->arena, PQgetvalue(r, 0, 8));
     PQclear(r);
 
     if (!strcmp(status, "reused")) {
         af_session_mark_revoked(ctx, sid);
-        af_log(AF_LOG_WARN, "refresh_token_reuse", "session_id", sid, "user_id", uid,
+        af_log(AF_LOG_WARN, "refresh_token_reuse", "session_id", sid, "user_id", u.id,
                "request_id", req->request_id, NULL);
         af_session_clear_cookies(ctx, req, resp);
         af_resp_problem(resp, req, 401, "token_reused",
@@ -255,17 +261,9 @@ void af_session_refresh(struct af_ctx *ctx, struct af_req *req, struct af_resp *
         af_resp_problem(resp, req, 401, "invalid_token", "The refresh token is not valid.");
         return;
     }
-    struct af_user u;
-    bool found;
-    st = af_user_by_id_full(ctx, req, uid, &u, &found);
-    if (st != AF_DB_OK) {
-        af_resp_unavailable(resp, req, af_db_error(ctx->db));
-        return;
-    }
-    if (!found || u.disabled) {
+    if (u.disabled) {
         af_session_revoke(ctx, sid, "account_disabled");
-        af_resp_problem(resp, req, found ? 403 : 401, found ? "account_disabled" : "invalid_token",
-                        found ? "The account is disabled." : "The refresh token is not valid.");
+        af_resp_problem(resp, req, 403, "account_disabled", "The account is disabled.");
         return;
     }
     respond_pair(ctx, req, resp, &u, sid, amr, dfp, fresh, refresh_in);

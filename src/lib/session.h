@@ -24,7 +24,11 @@ enum af_session_state {
     AF_SESSION_UNAVAILABLE,     /* neither store answered */
 };
 
-enum af_session_state af_session_check(struct af_ctx *ctx, const char *sid);
+/* Is the session live? In the same Redis round trip, fetches the cached
+ * user object of user_id into *cached_user (arena string) when present, so
+ * a profile read costs one round trip in all. */
+enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, const char *sid,
+                                       const char *user_id, const char **cached_user);
 
 /* Opens a session for user (amr: JSON array text such as ["pwd"]) and
  * answers 200 with the token pair (and cookies when enabled). */

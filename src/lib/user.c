@@ -124,6 +124,11 @@ static const char *cache_key(struct af_req *req, const char *id)
 enum af_db_status af_user_json_text(struct af_ctx *ctx, struct af_req *req, const char *id,
                                     const char **json, bool *found)
 {
+    if (req->cached_user && req->authenticated && !strcmp(id, req->claims.sub)) {
+        *json = req->cached_user;
+        *found = true;
+        return AF_DB_OK;
+    }
     const char *key = cache_key(req, id);
     redisReply *r = af_cache_command(ctx->cache, "GET %s", key);
     if (r && r->type == REDIS_REPLY_STRING) {

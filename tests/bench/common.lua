@@ -21,6 +21,15 @@ function count_status(status)
     codes[status] = (codes[status] or 0) + 1
 end
 
+-- wrk.headers (those given with -H, and Host) with EXTRA added: wrk.format
+-- uses the table it is given instead of wrk.headers, not in addition.
+function with_headers(extra)
+    local h = {}
+    for k, v in pairs(wrk.headers) do h[k] = v end
+    for k, v in pairs(extra or {}) do h[k] = v end
+    return h
+end
+
 -- The lines of a file, without empty ones.
 function read_lines(path)
     local f = assert(io.open(path, "r"))

@@ -5,7 +5,7 @@ dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "common.lua")
 local reqs, i = {}, 0
 
 function init(args)
-    local headers = { ["Content-Type"] = "application/json" }
+    local headers = with_headers({ ["Content-Type"] = "application/json" })
     for _, line in ipairs(read_lines(args[1])) do
         local email, password = line:match("^([^\t]+)\t(.+)$")
         local body = string.format('{"email":"%s","password":"%s"}', email, password)

@@ -7,7 +7,7 @@ local reqs, i = {}, 0
 
 function init(args)
     for _, token in ipairs(read_lines(args[1])) do
-        reqs[#reqs + 1] = wrk.format("GET", nil, { Authorization = "Bearer " .. token })
+        reqs[#reqs + 1] = wrk.format("GET", nil, with_headers({ Authorization = "Bearer " .. token }))
     end
     assert(#reqs > 0, "no access tokens")
     i = (tid * 7919) % #reqs

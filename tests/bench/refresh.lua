@@ -10,7 +10,7 @@
 dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "common.lua")
 
 local queue, head, tail = {}, 1, 0
-local headers = { ["Content-Type"] = "application/json" }
+local headers
 
 local function push(token)
     tail = tail + 1
@@ -19,6 +19,7 @@ end
 
 function init(args)
     local nthreads = tonumber(args[2]) or 1
+    headers = with_headers({ ["Content-Type"] = "application/json" })
     for n, token in ipairs(read_lines(args[1])) do
         if (n - 1) % nthreads == tid then push(token) end
     end
