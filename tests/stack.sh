@@ -14,7 +14,7 @@
 #   AUTHFLOW_BUILDDIR   where the programs are built (default: the source tree)
 #   AUTHFLOW_RUN_DIR    state, sockets and logs (default: $AUTHFLOW_BUILDDIR/run/local)
 #   AUTHFLOW_NO_DEPS=1  `up` neither installs nor builds; the programs must exist
-#   AUTHFLOW_CHILDREN   processes per responder (default 4)
+#   AUTHFLOW_CHILDREN   processes per responder (default: the number of cores)
 #   AUTHFLOW_LIGHTTPD_EXTRA  a file the generated lighttpd.conf includes last
 # Any AUTHFLOW_<SECTION>_<KEY> set when calling `up` reaches the responders and
 # overrides their configuration file.
@@ -40,7 +40,9 @@ SRCDIR=$(cd "${AUTHFLOW_SRCDIR:-$(dirname "${BASH_SOURCE[0]}")/..}" && pwd)
 BUILDDIR=$(realpath -m "${AUTHFLOW_BUILDDIR:-$SRCDIR}")
 # -s: a run directory that is our symlink (see make_run_dir) must stay one.
 RUN=$(realpath -ms "${AUTHFLOW_RUN_DIR:-$BUILDDIR/run/local}")
-CHILDREN=${AUTHFLOW_CHILDREN:-4}
+# One single-threaded process per core serves best: more only adds context
+# switches (measured with tests/bench/bench.sh).
+CHILDREN=${AUTHFLOW_CHILDREN:-$(nproc)}
 IS_ROOT=0
 [ "$(id -u)" -eq 0 ] && IS_ROOT=1
 
@@ -308,7 +310,10 @@ start_postgres() {
 }
 
 start_redis() {
+	# The responders use the unix socket (cheaper than TCP on one host);
+	# the TCP port is there for redis-cli and the tests.
 	as_svc redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+		--unixsocket "$R/redis.sock" --unixsocketperm 700 \
 		--appendonly no --dir "$R/redis" --daemonize yes \
 		--pidfile "$R/redis.pid" --logfile "$R/log/redis.log" </dev/null >/dev/null
 	wait_for Redis "$R/log/redis.log" 10 redis_pong
@@ -338,6 +343,7 @@ write_config() {
 		database.dsn=host=127.0.0.1 port=$PGPORT dbname=authflow user=authflow
 		redis.host=127.0.0.1
 		redis.port=$REDIS_PORT
+		redis.socket=$R/redis.sock
 		tokens.keys_dir=$R/keys
 		tokens.issuer=$BASE_URL
 		cookies.secure=false

@@ -4,10 +4,12 @@
 #include <errno.h>
 #include <fcgiapp.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "authn.h"
 #include "body.h"
@@ -295,6 +297,20 @@ static const char *client_ip(struct af_ctx *ctx, FCGX_Request *r, af_arena *a)
     return peer;
 }
 
+/* Request ids need to be unique, not secret: a random per-process prefix
+ * and a counter, without a system call per request. */
+static const char *next_request_id(af_arena *a)
+{
+    static char prefix[17];
+    static unsigned long long n;
+    if (!prefix[0]) {
+        unsigned char b[8];
+        randombytes_buf(b, sizeof b);
+        sodium_bin2hex(prefix, sizeof prefix, b, sizeof b);
+    }
+    return af_arena_printf(a, "%s-%llu", prefix, ++n);
+}
+
 static bool sane_request_id(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
@@ -404,9 +420,7 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
     if (sane_request_id(rid)) {
         req.request_id = rid;
     } else {
-        char *id = af_arena_alloc(arena, 37);
-        af_uuid4(id);
-        req.request_id = id;
+        req.request_id = next_request_id(arena);
     }
     read_body(ctx, r, &req);
 
@@ -450,6 +464,14 @@ int af_serve(struct af_ctx *ctx, const struct af_route *routes, size_t nroutes)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* libfcgi closes each connection with a lingering shutdown (wait for the
+     * web server to close first) so that a TCP reset cannot destroy the
+     * answer in flight. A unix socket has no resets: close at once, which
+     * saves three system calls and a wait on the web server per request. */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    bool unix_socket = getsockname(0, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX;
+
     FCGX_Request r;
     FCGX_InitRequest(&r, 0, FCGI_FAIL_ACCEPT_ON_INTR);
     af_arena *arena = af_arena_new(32768);
@@ -458,6 +480,8 @@ int af_serve(struct af_ctx *ctx, const struct af_route *routes, size_t nroutes)
         if (FCGX_Accept_r(&r) < 0)
             break;
         handle(ctx, routes, nroutes, &r, arena);
+        if (unix_socket)
+            FCGX_Detach(&r);
         FCGX_Finish_r(&r);
         af_arena_reset(arena);
     }

@@ -34,7 +34,7 @@ SECONDS_EACH=${BENCH_SECONDS:-10}
 THREADS=${BENCH_THREADS:-2}
 CONNS=${BENCH_CONNECTIONS:-64}
 NUSERS=${BENCH_USERS:-200}
-export AUTHFLOW_CHILDREN=${AUTHFLOW_CHILDREN:-4}
+export AUTHFLOW_CHILDREN=${AUTHFLOW_CHILDREN:-$(nproc)}
 
 # The device fingerprint of a session covers the User-Agent: every client
 # here sends the same one.
@@ -144,16 +144,23 @@ done
 # pids NAME: the responder processes of a stack service, one a line.
 responder_pids() { cat "$RUN/$1.pid"; }
 
-# rss_snapshot FILE: "name pid rss_kib" of every responder process.
+# mem PID: "rss_kib pss_kib" of a process. PSS shares the pages of the
+# libraries all the responders map among them.
+mem() {
+	printf '%s %s\n' "$(ps -o rss= -p "$1" | tr -d ' ')" \
+		"$(awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0)"
+}
+
+# rss_snapshot FILE: "name pid rss_kib pss_kib" of every responder process.
 rss_snapshot() {
 	local name p
 	for name in auth users; do
 		for p in $(responder_pids "$name"); do
-			printf 'authflow-%s %s %s\n' "$name" "$p" "$(ps -o rss= -p "$p" | tr -d ' ')"
+			printf 'authflow-%s %s %s\n' "$name" "$p" "$(mem "$p")"
 		done
 	done >"$1"
 	for p in "${TRIVIAL_PIDS[@]}"; do
-		printf 'trivial-responder %s %s\n' "$p" "$(ps -o rss= -p "$p" | tr -d ' ')"
+		printf 'trivial-responder %s %s\n' "$p" "$(mem "$p")"
 	done >>"$1"
 }
 rss_snapshot "$WORK/rss-idle"
@@ -214,6 +221,35 @@ rss_snapshot "$WORK/rss-ready"
 
 # ---------------------------------------------------------------- wrk
 
+# ticks PID...: CPU time (user + system, clock ticks) the processes used.
+ticks() {
+	local p t=0 v
+	for p in "$@"; do
+		# Fields after the parenthesised name: utime and stime are 12th and 13th.
+		v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
+		t=$((t + ${v:-0}))
+	done
+	echo "$t"
+}
+
+# cpu_snapshot FILE: CPU ticks used so far by each kind of process, and by
+# the whole machine ("busy") out of "all".
+# shellcheck disable=SC2046 # pid lists are meant to split into words
+cpu_snapshot() {
+	local pm pg=()
+	pm=$(head -n 1 "$RUN/pgdata/postmaster.pid")
+	mapfile -t pg < <(ps -o pid= --ppid "$pm")
+	{
+		echo "lighttpd $(ticks $(cat "$RUN/lighttpd.pid"))"
+		echo "auth $(ticks $(responder_pids auth))"
+		echo "users $(ticks $(responder_pids users))"
+		echo "trivial $(ticks "${TRIVIAL_PIDS[@]}")"
+		echo "redis $(ticks $(cat "$RUN/redis.pid"))"
+		echo "postgres $(ticks "$pm" "${pg[@]}")"
+		awk '$1 == "cpu" { print "busy", $2 + $3 + $4 + $7 + $8 + $9; print "all", $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+	} >"$1"
+}
+
 # drain: waits until the responders have worked off what a run left queued
 # (wrk stops with requests in flight; lighttpd still passes them on), so
 # that it does not slow down the next run.
@@ -232,16 +268,32 @@ run_wrk() {
 	local name=$1 url=$2 script=$3
 	shift 3
 	say "wrk: $name (${SECONDS_EACH} s)"
+	cpu_snapshot "$WORK/cpu-$name.0"
 	wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_EACH}s" --timeout 5s --latency \
 		-H "User-Agent: $UA" \
 		-s "$BENCH_DIR/$script" "$url" -- "$@" >"$WORK/wrk-$name.out" 2>&1 ||
 		{ cat "$WORK/wrk-$name.out" >&2; die "wrk failed on $name"; }
+	cpu_snapshot "$WORK/cpu-$name.1"
 	grep -q '^WRKSTAT ' "$WORK/wrk-$name.out" ||
 		{ cat "$WORK/wrk-$name.out" >&2; die "no summary from wrk on $name"; }
 	drain
 }
 
+# warm NAME URL SCRIPT [ARGS...]: an unrecorded run, so that each process
+# has verified the tokens once and the caches are filled, as on a server
+# that has been up for a while.
+warm() {
+	local name=$1 url=$2 script=$3
+	shift 3
+	say "warming up: $name"
+	wrk -t"$THREADS" -c"$CONNS" -d3s --timeout 5s -H "User-Agent: $UA" \
+		-s "$BENCH_DIR/$script" "$url" -- "$@" >/dev/null 2>&1 || true
+	drain
+}
+
 drain
+warm trivial "$BASE/bench/trivial" plain.lua
+warm me "$BASE$API/users/me" me.lua "$WORK/access"
 run_wrk static "$BASE/static.txt" plain.lua
 run_wrk trivial "$BASE/bench/trivial" plain.lua
 run_wrk me "$BASE$API/users/me" me.lua "$WORK/access"
@@ -251,7 +303,8 @@ rss_snapshot "$WORK/rss-after"
 
 # ---------------------------------------------------------------- report
 
-stat() { sed -n "s/^WRKSTAT .*[ ]$2=\([^ ]*\).*/\1/p" "$WORK/wrk-$1.out"; }
+# stat TARGET KEY: a value from the WRKSTAT line of a run.
+stat() { sed -n "/^WRKSTAT /s/.* $2=\([^ ]*\).*/\1/p" "$WORK/wrk-$1.out"; }
 TRIVIAL_RPS=$(stat trivial rps)
 
 printf '\nauthflow benchmark: %s cores, wrk -t%s -c%s, %s s each, %s users, %s processes per responder\n' \
@@ -287,10 +340,30 @@ for t in static trivial me login refresh; do
 	SUMMARY+=("bench target=$t rps=$rps p50_ms=$p50 p99_ms=$p99 non2xx=$non2xx socket_errors=$sockerr ratio_trivial=$ratio$extra")
 done
 
-printf '\n%-18s %7s %12s %12s %12s\n' process pid 'idle MiB' 'ready MiB' 'after MiB'
+printf '\nCPU time per request (µs), by kind of process; "rest" is wrk and anything\n'
+printf 'else on the machine; "busy" is the share of all %s cores used during the run.\n' "$CORES"
+printf '%-9s %9s %9s %9s %9s %9s %9s %9s %6s\n' target lighttpd auth users trivial redis postgres rest busy
+HZ=$(getconf CLK_TCK)
+for t in static trivial me login refresh; do
+	awk -v n="$(stat "$t" requests)" -v hz="$HZ" -v t="$t" '
+		NR == FNR { before[$1] = $2; next }
+		{ d[$1] = $2 - before[$1] }
+		END {
+			us = 1e6 / hz / (n > 0 ? n : 1)
+			known = d["lighttpd"] + d["auth"] + d["users"] + d["trivial"] + d["redis"] + d["postgres"]
+			printf "%-9s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %5.0f%%\n", t,
+				d["lighttpd"] * us, d["auth"] * us, d["users"] * us, d["trivial"] * us,
+				d["redis"] * us, d["postgres"] * us, (d["busy"] - known) * us,
+				(d["all"] > 0 ? 100 * d["busy"] / d["all"] : 0)
+		}' "$WORK/cpu-$t.0" "$WORK/cpu-$t.1"
+done
+
+printf '\nRSS (MiB): idle = before any request but the stack'"'"'s own health check,\n'
+printf 'ready = after creating the users, after = after the runs; PSS idle for comparison.\n'
+printf '%-18s %7s %9s %9s %9s %9s\n' process pid 'idle' 'ready' 'after' 'PSS idle'
 join -j 2 <(sort -k2,2 "$WORK/rss-idle") <(sort -k2,2 "$WORK/rss-ready") |
 	join -1 1 -2 2 - <(sort -k2,2 "$WORK/rss-after") |
-	awk '{ printf "%-18s %7s %12.1f %12.1f %12.1f\n", $2, $1, $3 / 1024, $5 / 1024, $7 / 1024 }' |
+	awk '{ printf "%-18s %7s %9.1f %9.1f %9.1f %9.1f\n", $2, $1, $3 / 1024, $6 / 1024, $9 / 1024, $4 / 1024 }' |
 	sort -k1,1 -k2n
 MAX_IDLE=$(awk '$1 ~ /^authflow-/ && $3 > m { m = $3 } END { printf "%.1f", m / 1024 }' "$WORK/rss-idle")
 
