@@ -340,7 +340,7 @@ write_config() {
 	' - "$SRCDIR/etc/authflow.conf" >"$R/authflow.conf" <<-EOF
 		server.public_url=$BASE_URL
 		server.allowed_origins=$BASE_URL
-		database.dsn=host=127.0.0.1 port=$PGPORT dbname=authflow user=authflow
+		database.dsn=host=$R port=$PGPORT dbname=authflow user=authflow
 		redis.host=127.0.0.1
 		redis.port=$REDIS_PORT
 		redis.socket=$R/redis.sock
