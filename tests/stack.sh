@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throw-away authflow stack on the loopback interface: PostgreSQL, Redis,
-# the FastCGI responders under spawn-fcgi and lighttpd in front of them.
+# the FastCGI responders under spawn-fcgi and lighttpd in front of them, an
+# SMTP sink keeping every message in the run directory, and authflow-mailer.
 # Used by the README, the end-to-end tests and the benchmarks.
 #
 #   tests/stack.sh deps    install missing Debian packages (as root)
@@ -8,6 +9,9 @@
 #   tests/stack.sh up      start a stack in $AUTHFLOW_RUN_DIR (stops an old one first)
 #   tests/stack.sh down    stop it and wipe the run directory
 #   tests/stack.sh env     print the path of the stack's sourceable env file
+#   tests/stack.sh mail [ADDRESS]
+#                          print the text of the newest message caught by the
+#                          sink (for ADDRESS, if given)
 #
 # Environment:
 #   AUTHFLOW_SRCDIR     source tree (default: this script's parent directory)
@@ -16,6 +20,7 @@
 #   AUTHFLOW_NO_DEPS=1  `up` neither installs nor builds; the programs must exist
 #   AUTHFLOW_CHILDREN   processes per responder (default: the number of cores)
 #   AUTHFLOW_LIGHTTPD_EXTRA  a file the generated lighttpd.conf includes last
+#   AUTHFLOW_MAILER=0   start no authflow-mailer (the sink still runs)
 # Any AUTHFLOW_<SECTION>_<KEY> set when calling `up` reaches the responders and
 # overrides their configuration file.
 #
@@ -26,8 +31,8 @@ set -euo pipefail
 PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
 	libfcgi-dev libpq-dev libhiredis-dev libsodium-dev libjwt-dev
-	libjson-c-dev libssl-dev
-	postgresql redis-server lighttpd spawn-fcgi
+	libjson-c-dev libssl-dev libcurl4-openssl-dev
+	postgresql redis-server lighttpd spawn-fcgi python3-aiosmtpd
 	bats bats-assert bats-support bats-file wrk curl jq
 	python3-jwt python3-cryptography procps
 )
@@ -158,6 +163,8 @@ stop_services() {
 	local r=$1
 	# Front to back, so no request reaches a dependency that is gone.
 	pids_in "$r/lighttpd.pid" && stop TERM lighttpd "${PIDS[@]}"
+	pids_in "$r/mailer.pid" && stop TERM authflow-mailer "${PIDS[@]}"
+	pids_in "$r/smtp-sink.pid" && stop TERM python3 "${PIDS[@]}"
 	pids_in "$r/auth.pid" && stop TERM authflow-auth "${PIDS[@]}"
 	pids_in "$r/users.pid" && stop TERM authflow-users "${PIDS[@]}"
 	pids_in "$r/redis.pid" && stop TERM redis-server "${PIDS[@]}"
@@ -170,7 +177,7 @@ stop_services() {
 # that the test tearing the stack down fails too.
 check_sanitizer_reports() {
 	local f bad=0
-	for f in "$1"/log/auth.log "$1"/log/users.log; do
+	for f in "$1"/log/auth.log "$1"/log/users.log "$1"/log/mailer.log; do
 		[ -f "$f" ] || continue
 		grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$f" || continue
 		say "sanitizer report in $(basename "$f"):"
@@ -239,7 +246,7 @@ make_run_dir() {
 		ln -s "$R" "$RUN"
 	fi
 	touch "$R/.authflow-stack"
-	mkdir -p "$R/log" "$R/www" "$R/tmp" "$R/redis" "$R/keys"
+	mkdir -p "$R/log" "$R/www" "$R/tmp" "$R/redis" "$R/keys" "$R/mail"
 	chmod 0700 "$R/keys"
 	printf 'ok\n' >"$R/www/static.txt"
 }
@@ -344,10 +351,42 @@ write_config() {
 		redis.host=127.0.0.1
 		redis.port=$REDIS_PORT
 		redis.socket=$R/redis.sock
+		mail.smtp_host=127.0.0.1
+		mail.smtp_port=$SMTP_PORT
+		mail.templates_dir=$SRCDIR/etc/templates
 		tokens.keys_dir=$R/keys
 		tokens.issuer=$BASE_URL
 		cookies.secure=false
 	EOF
+}
+
+# The SMTP sink: every message it accepts becomes a file in $R/mail.
+start_smtp_sink() {
+	as_svc setsid /usr/bin/python3 "$SRCDIR/tests/smtp-sink.py" --host 127.0.0.1 \
+		--port "$SMTP_PORT" --dir "$R/mail" --pid-file "$R/smtp-sink.pid" \
+		</dev/null >>"$R/log/smtp-sink.log" 2>&1 &
+	wait_for "the SMTP sink" "$R/log/smtp-sink.log" 10 port_open "$SMTP_PORT"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# authflow-mailer as a daemon; a shell in front writes its pid file, then
+# execs it with stderr (the JSON log) going to the log file.
+start_mailer() {
+	local log=$R/log/mailer.log
+	: >"$log"
+	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$log"
+	# shellcheck disable=SC2016 # $0, $1 and $2 are the inner shell's
+	as_svc setsid /bin/sh -c 'echo $$ >"$2"; exec "$0" 2>>"$1"' "$BIN/authflow-mailer" "$log" \
+		"$R/mailer.pid" </dev/null >/dev/null 2>&1 &
+	local i
+	for ((i = 0; i < 50; i++)); do
+		grep -q mailer_started "$log" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	say "authflow-mailer did not start; end of $log:"
+	tail -n 30 "$log" >&2
+	return 1
 }
 
 # spawn-fcgi points the children's stdout and stderr at /dev/null; a shell
@@ -426,7 +465,10 @@ write_env() {
 			"AUTHFLOW_PIDFILE_REDIS=$RUN/redis.pid" \
 			"AUTHFLOW_PIDFILE_AUTH=$RUN/auth.pid" \
 			"AUTHFLOW_PIDFILE_USERS=$RUN/users.pid" \
-			"AUTHFLOW_PIDFILE_LIGHTTPD=$RUN/lighttpd.pid"; do
+			"AUTHFLOW_PIDFILE_LIGHTTPD=$RUN/lighttpd.pid" \
+			"AUTHFLOW_PIDFILE_MAILER=$RUN/mailer.pid" \
+			"AUTHFLOW_PIDFILE_SMTP_SINK=$RUN/smtp-sink.pid" \
+			"AUTHFLOW_SMTP_PORT=$SMTP_PORT" "AUTHFLOW_MAIL_DIR=$RUN/mail"; do
 			printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"
 		done
 	} >"$R/env"
@@ -440,6 +482,10 @@ print_session() {
 		  . $RUN/env; B=\$AUTHFLOW_BASE_URL
 		  curl -s \$B/api/v1/auth/register -H 'Content-Type: application/json' \\
 		    -d '{"email":"alice@example.com","password":"lilac otter harbour 42"}' | jq .
+		  sleep 1; tests/stack.sh mail alice@example.com      # the mailed code
+		  code=\$(tests/stack.sh mail alice@example.com | grep -oE '\\b[0-9]{6}\\b' | head -n 1)
+		  curl -s \$B/api/v1/auth/verify-email -H 'Content-Type: application/json' \\
+		    -d "{\\"email\\":\\"alice@example.com\\",\\"code\\":\\"\$code\\"}" | jq .
 		  pair=\$(curl -s \$B/api/v1/auth/login -H 'Content-Type: application/json' \\
 		    -d '{"email":"alice@example.com","password":"lilac otter harbour 42"}')
 		  access=\$(jq -r .access_token <<<"\$pair"); refresh=\$(jq -r .refresh_token <<<"\$pair")
@@ -469,7 +515,7 @@ cmd_up() {
 	close_inherited_fds
 	if [ "${AUTHFLOW_NO_DEPS:-0}" = 1 ]; then
 		local f
-		for f in authflow-auth authflow-users authflowctl; do
+		for f in authflow-auth authflow-users authflowctl authflow-mailer; do
 			[ -x "$BUILDDIR/$f" ] || die "$BUILDDIR/$f is missing (AUTHFLOW_NO_DEPS=1 skips the build)"
 		done
 	else
@@ -484,12 +530,13 @@ cmd_up() {
 	trap up_failed EXIT
 	make_run_dir
 	cd "$R"
-	read -r PGPORT REDIS_PORT HTTP_PORT < <(free_ports 3)
+	read -r PGPORT REDIS_PORT HTTP_PORT SMTP_PORT < <(free_ports 4)
 	BASE_URL=http://127.0.0.1:$HTTP_PORT
 	[ "$IS_ROOT" -eq 1 ] && chown -R "$SVC_USER:" "$R"
 
 	start_postgres
 	start_redis
+	start_smtp_sink
 	write_config
 	"$BUILDDIR/authflowctl" -c "$R/authflow.conf" migrate --sql-dir "$SRCDIR/sql" \
 		>>"$R/log/authflowctl.log"
@@ -502,12 +549,14 @@ cmd_up() {
 		if ! runuser -u "$SVC_USER" -- test -x "$BIN/authflow-auth"; then
 			BIN=$R/bin
 			install -d "$BIN"
-			install -m 0755 "$BUILDDIR/authflow-auth" "$BUILDDIR/authflow-users" "$BIN"
+			install -m 0755 "$BUILDDIR/authflow-auth" "$BUILDDIR/authflow-users" \
+				"$BUILDDIR/authflow-mailer" "$BIN"
 		fi
 	fi
 	export AUTHFLOW_CONFIG=$R/authflow.conf
 	start_responder auth
 	start_responder users
+	[ "${AUTHFLOW_MAILER:-1}" = 0 ] || start_mailer
 	start_lighttpd
 	wait_for "authflow-auth /health" "$R/log/auth.log" 15 http_code_is 200 "$BASE_URL/health"
 	write_env
@@ -520,8 +569,27 @@ cmd_env() {
 	[ -f "$RUN/env" ] || { say "no stack is up in $RUN"; return 1; }
 }
 
+# The text part of the newest message in the sink (for an address).
+cmd_mail() {
+	[ -f "$RUN/env" ] || { say "no stack is up in $RUN"; return 1; }
+	/usr/bin/python3 - "$RUN/mail" "${1:-}" <<-'EOF'
+		import email, email.policy, os, sys
+		d, want = sys.argv[1], sys.argv[2].lower()
+		for f in sorted((f for f in os.listdir(d) if f.endswith(".eml")), reverse=True):
+		    with open(os.path.join(d, f), "rb") as fh:
+		        m = email.message_from_binary_file(fh, policy=email.policy.default)
+		    if want and want not in str(m["To"]).lower():
+		        continue
+		    print("To:", m["To"]); print("Subject:", m["Subject"]); print()
+		    print(m.get_body(preferencelist=("plain",)).get_content())
+		    sys.exit(0)
+		sys.exit("stack.sh: no message" + (" for " + want if want else ""))
+	EOF
+}
+
 case "${1:-}" in
 deps) cmd_deps ;;
+mail) shift; cmd_mail "$@" ;;
 build) cmd_build ;;
 up) cmd_up ;;
 down) cmd_down ;;

@@ -1,5 +1,5 @@
-/* authflowctl — authflow's administration command: database migrations and
- * signing keys. */
+/* authflowctl — authflow's administration command: database migrations,
+ * signing keys, clean-up and mail checks. */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +18,9 @@ static void usage(FILE *f)
             "  migrate --status [--sql-dir DIR]  list applied and pending migrations\n"
             "  keys generate [--alg ES256|RS256] add a signing key and make it current\n"
             "  keys list                         list the signing keys\n"
+            "  cleanup                           delete expired codes, tokens, sessions, old mail\n"
+            "  mail test ADDRESS                 send a test message through the transport\n"
+            "  mail status                       count outbox messages by state\n"
             "\n"
             "CONFIG defaults to $AUTHFLOW_CONFIG, else %s.\n",
             af_config_default_path());
@@ -61,6 +64,10 @@ int main(int argc, char **argv)
         rc = af_cli_migrate(&cfg, argc - i - 1, argv + i + 1);
     else if (!strcmp(cmd, "keys"))
         rc = af_cli_keys(&cfg, argc - i - 1, argv + i + 1);
+    else if (!strcmp(cmd, "cleanup"))
+        rc = af_cli_cleanup(&cfg, argc - i - 1, argv + i + 1);
+    else if (!strcmp(cmd, "mail"))
+        rc = af_cli_mail(&cfg, argc - i - 1, argv + i + 1);
     else {
         fprintf(stderr, "authflowctl: unknown command '%s'\n", cmd);
         usage(stderr);

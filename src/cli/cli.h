@@ -6,5 +6,7 @@
 
 int af_cli_migrate(const struct af_config *cfg, int argc, char **argv);
 int af_cli_keys(const struct af_config *cfg, int argc, char **argv);
+int af_cli_cleanup(const struct af_config *cfg, int argc, char **argv);
+int af_cli_mail(const struct af_config *cfg, int argc, char **argv);
 
 #endif

@@ -28,6 +28,16 @@ struct af_config {
     long password_min_length, argon2_iterations, argon2_memory_kib;
     /* auth */
     bool require_verified_email;
+    long email_code_ttl, email_code_attempts, email_code_cooldown, reset_token_ttl;
+    char *reset_url;
+    /* mail */
+    char *mail_transport, *smtp_host, *smtp_tls, *smtp_username, *smtp_password, *smtp_ca_file;
+    char *sendmail_path, *mail_from, *mail_reply_to, *product_name, *templates_dir;
+    long smtp_port, smtp_timeout, mail_max_attempts, mail_retry_base, mail_retry_max;
+    long mail_poll, mail_lease, mail_retention_days;
+    bool smtp_verify_peer;
+    /* cleanup */
+    long cleanup_keep_days;
     /* log */
     char *log_level;
 };

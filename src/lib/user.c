@@ -8,6 +8,7 @@
 #include "ctx.h"
 #include "http.h"
 #include "log.h"
+#include "password.h"
 
 #define USER_CACHE_TTL 300
 
@@ -67,17 +68,33 @@ void af_audit(struct af_ctx *ctx, struct af_req *req, const char *type, const ch
 }
 
 enum af_db_status af_user_create(struct af_ctx *ctx, struct af_req *req, const char *email,
-                                 const char *hash, const char *full_name, struct af_user *out)
+                                 const char *hash, const char *full_name, const char *code,
+                                 struct af_user *out)
 {
     const char *ua = af_req_header(req, "User-Agent");
-    const char *p[] = {email, hash, full_name, req->remote_addr, ua, req->request_id};
+    char ttl[24], tries[24], minutes[24];
+    snprintf(ttl, sizeof ttl, "%ld", ctx->cfg.email_code_ttl);
+    snprintf(tries, sizeof tries, "%ld", ctx->cfg.email_code_attempts);
+    snprintf(minutes, sizeof minutes, "%ld", ctx->cfg.email_code_ttl / 60);
+    const char *p[] = {email, hash, full_name, req->remote_addr, ua, req->request_id,
+                       code, ttl, tries, minutes};
     PGresult *r;
+    /* One statement: the account, its role, the audit row and — with a
+     * code — the hashed code and its mail in the outbox. Either all of it
+     * exists afterwards or none. */
     enum af_db_status st = af_db_exec(ctx->db, &r,
         "WITH u AS (INSERT INTO users (email, password_hash, full_name) VALUES ($1, $2, $3) RETURNING *), "
         "r AS (INSERT INTO user_roles (user_id, role) SELECT id, 'user' FROM u), "
         "a AS (INSERT INTO audit_log (type, actor_id, subject_id, ip, user_agent, request_id) "
-        "      SELECT 'register', id, id, $4, left($5, 512), $6 FROM u) "
-        "SELECT " USER_COLS("'[\"user\"]'") " FROM u", 6, p);
+        "      SELECT 'register', id, id, $4, left($5, 512), $6 FROM u), "
+        "v AS (INSERT INTO email_verifications (user_id, code_hash, expires_at, attempts_left) "
+        "      SELECT id, sha256(convert_to(id::text || ':' || $7, 'UTF8')), "
+        "             now() + make_interval(secs => $8::int), $9::int FROM u WHERE $7 IS NOT NULL), "
+        "m AS (INSERT INTO mail_outbox (kind, user_id, recipient, params) "
+        "      SELECT 'verify_email', id, email, "
+        "             jsonb_build_object('name', full_name, 'code', $7::text, 'minutes', $10::text) "
+        "      FROM u WHERE $7 IS NOT NULL) "
+        "SELECT " USER_COLS("'[\"user\"]'") " FROM u", 10, p);
     if (st != AF_DB_OK)
         return st;
     from_row(req, r, 0, out);
@@ -149,6 +166,30 @@ enum af_db_status af_user_json_text(struct af_ctx *ctx, struct af_req *req, cons
     if (cache_up)
         freeReplyObject(af_cache_command(ctx->cache, "SET %s %s EX %d", key, *json, USER_CACHE_TTL));
     return AF_DB_OK;
+}
+
+bool af_user_reauth(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
+                    const char *password, struct af_user *u)
+{
+    bool found;
+    enum af_db_status st = af_user_by_id_full(ctx, req, req->claims.sub, u, &found);
+    if (st != AF_DB_OK) {
+        af_resp_db_failure(resp, req, ctx, st);
+        return false;
+    }
+    if (!found) {
+        af_resp_problem(resp, req, 401, "unauthorized", "The account no longer exists.");
+        return false;
+    }
+    if (!u->password_hash) {
+        af_password_verify_dummy(&ctx->cost, password);
+    } else if (af_password_verify(u->password_hash, password)) {
+        return true;
+    }
+    af_audit(ctx, req, "reauth_failure", u->id, u->id, req->claims.sid,
+             "{\"reason\":\"wrong_password\"}");
+    af_resp_problem(resp, req, 401, "invalid_credentials", "The password is wrong.");
+    return false;
 }
 
 void af_user_cache_drop(struct af_ctx *ctx, const char *id)

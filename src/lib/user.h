@@ -12,6 +12,7 @@
 
 struct af_ctx;
 struct af_req;
+struct af_resp;
 
 struct af_user {
     char id[37];
@@ -21,9 +22,12 @@ struct af_user {
     bool email_verified, disabled, mfa_enabled;
 };
 
-/* Strings point into the request arena. */
+/* Strings point into the request arena. With a code (6 digits), the
+ * account starts unverified with that code and its mail queued, in the same
+ * statement. */
 enum af_db_status af_user_create(struct af_ctx *ctx, struct af_req *req, const char *email,
-                                 const char *hash, const char *full_name, struct af_user *out);
+                                 const char *hash, const char *full_name, const char *code,
+                                 struct af_user *out);
 /* AF_DB_OK with *found false when there is no such user. */
 enum af_db_status af_user_by_email(struct af_ctx *ctx, struct af_req *req, const char *email,
                                    struct af_user *out, bool *found);
@@ -38,6 +42,12 @@ enum af_db_status af_user_set_password_hash(struct af_ctx *ctx, const char *id, 
 enum af_db_status af_user_delete(struct af_ctx *ctx, struct af_req *req, const char *id);
 
 json_object *af_user_to_json(const struct af_user *u);
+/* Re-checks the password of the authenticated user of req before a
+ * sensitive change. true with *u loaded; otherwise answers (401
+ * invalid_credentials, 401 unauthorized when the account is gone, 503) and
+ * returns false. */
+bool af_user_reauth(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
+                    const char *password, struct af_user *u);
 void af_user_cache_drop(struct af_ctx *ctx, const char *id);
 
 /* One audit row; never pass secrets in detail (a JSON object text or NULL). */

@@ -1,10 +1,13 @@
-/* authflow-auth — the auth endpoint group: registration, login, token
- * refresh, logout, the JWKS document and health.
+/* authflow-auth — the auth endpoint group: registration and email
+ * verification, login, token refresh, logout, password reset and change,
+ * the JWKS document and health.
  *
  * The route table below is the whole surface of this program. */
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "account.h"
 #include "authn.h"
 #include "body.h"
 #include "cookie.h"
@@ -51,7 +54,10 @@ static void do_register(struct af_ctx *ctx, struct af_req *req, struct af_resp *
         return;
     }
     struct af_user u;
-    enum af_db_status st = af_user_create(ctx, req, email, hash, name ? name : "", &u);
+    char code[7];
+    af_account_new_code(code);
+    enum af_db_status st = af_user_create(ctx, req, email, hash, name ? name : "", code, &u);
+    sodium_memzero(code, sizeof code);
     if (st == AF_DB_CONFLICT) {
         af_resp_problem(resp, req, 409, "email_taken", "An account with this email already exists.");
         return;
@@ -60,10 +66,97 @@ static void do_register(struct af_ctx *ctx, struct af_req *req, struct af_resp *
         af_resp_db_failure(resp, req, ctx, st);
         return;
     }
+    af_account_cooldown_start(ctx, email);
     resp->user_id = af_arena_strdup(req->arena, u.id);
     af_resp_json(resp, req, 201, af_user_to_json(&u));
     af_resp_header(resp, req, "Location",
                    af_arena_printf(req->arena, "%s/users/me", ctx->cfg.api_prefix));
+}
+
+/* The "email" field, normalised; NULL after answering 400. */
+static const char *email_field(json_object *body, struct af_req *req, struct af_resp *resp,
+                               char email[AF_EMAIL_MAX + 1])
+{
+    struct af_field_errors fe = {0};
+    const char *in = af_body_string(body, "email", true, &fe);
+    const char *why;
+    if (in && (why = af_email_normalize(in, email)))
+        af_field_error(&fe, "email", why);
+    return af_resp_field_errors(resp, req, &fe) ? NULL : email;
+}
+
+static void do_verify_email(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *code = af_body_string(body, "code", true, &fe);
+    char email[AF_EMAIL_MAX + 1];
+    const char *in = af_body_string(body, "email", true, &fe);
+    const char *why;
+    if (in && (why = af_email_normalize(in, email)))
+        af_field_error(&fe, "email", why);
+    if (code && strlen(code) > 64)
+        af_field_error(&fe, "code", "is too long");
+    if (af_resp_field_errors(resp, req, &fe))
+        return;
+    af_account_verify_email(ctx, req, resp, email, code);
+}
+
+static void do_resend(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    char email[AF_EMAIL_MAX + 1];
+    if (body && email_field(body, req, resp, email))
+        af_account_resend_code(ctx, req, resp, email);
+}
+
+static void do_forgot(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    char email[AF_EMAIL_MAX + 1];
+    if (body && email_field(body, req, resp, email))
+        af_account_forgot(ctx, req, resp, email);
+}
+
+/* Reads a new password under the policy into *out; false after 400. */
+static bool new_password_field(struct af_ctx *ctx, json_object *body, struct af_field_errors *fe,
+                               const char **out)
+{
+    const char *why;
+    *out = af_body_string(body, "new_password", true, fe);
+    if (*out && (why = af_password_check(*out, ctx->cfg.password_min_length)))
+        af_field_error(fe, "new_password", why);
+    return *out != NULL;
+}
+
+static void do_reset(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *token = af_body_string(body, "token", true, &fe);
+    const char *password;
+    new_password_field(ctx, body, &fe, &password);
+    if (af_resp_field_errors(resp, req, &fe))
+        return;
+    af_account_reset(ctx, req, resp, token, password);
+}
+
+static void do_change(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *current = af_body_string(body, "current_password", true, &fe);
+    const char *password;
+    new_password_field(ctx, body, &fe, &password);
+    if (af_resp_field_errors(resp, req, &fe))
+        return;
+    af_account_change_password(ctx, req, resp, current, password);
 }
 
 static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
@@ -203,6 +296,11 @@ static const struct af_route routes[] = {
     {"POST", "/auth/login", do_login, AF_PUBLIC},
     {"POST", "/auth/refresh", do_refresh, AF_PUBLIC},
     {"POST", "/auth/logout", do_logout, AF_USER},
+    {"POST", "/auth/verify-email", do_verify_email, AF_PUBLIC},
+    {"POST", "/auth/verify-email/resend", do_resend, AF_PUBLIC},
+    {"POST", "/auth/password/forgot", do_forgot, AF_PUBLIC},
+    {"POST", "/auth/password/reset", do_reset, AF_PUBLIC},
+    {"POST", "/auth/password/change", do_change, AF_USER},
     {"GET", "/.well-known/jwks.json", do_jwks, AF_PUBLIC},
     {"GET", "/health", do_health, AF_PUBLIC},
     {"GET", "/health/live", do_health_live, AF_PUBLIC},

@@ -70,21 +70,9 @@ static void do_delete_me(struct af_ctx *ctx, struct af_req *req, struct af_resp 
     if (af_resp_field_errors(resp, req, &fe))
         return;
     struct af_user u;
-    bool found;
-    enum af_db_status st = af_user_by_id_full(ctx, req, req->claims.sub, &u, &found);
-    if (st != AF_DB_OK) {
-        af_resp_db_failure(resp, req, ctx, st);
+    if (!af_user_reauth(ctx, req, resp, password, &u))
         return;
-    }
-    if (!found) {
-        gone(req, resp);
-        return;
-    }
-    if (!u.password_hash || !af_password_verify(u.password_hash, password)) {
-        af_resp_problem(resp, req, 401, "invalid_credentials", "The password is wrong.");
-        return;
-    }
-    st = af_user_delete(ctx, req, u.id);
+    enum af_db_status st = af_user_delete(ctx, req, u.id);
     if (st != AF_DB_OK) {
         af_resp_db_failure(resp, req, ctx, st);
         return;

@@ -4,7 +4,7 @@
 
 load helpers
 
-setup_file() { af_stack_up; }
+setup_file() { af_stack_up AUTHFLOW_AUTH_REQUIRE_VERIFIED_EMAIL=false; }
 teardown_file() { af_stack_down; }
 
 # --- register ---------------------------------------------------------------

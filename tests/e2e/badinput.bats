@@ -8,7 +8,7 @@
 load helpers
 
 setup_file() {
-    af_stack_up
+    af_stack_up AUTHFLOW_AUTH_REQUIRE_VERIFIED_EMAIL=false
     new_account "Table Owner"
     export OWNER_EMAIL=$EMAIL OWNER_PASSWORD=$PASSWORD OWNER_TOKEN=$ACCESS
 }

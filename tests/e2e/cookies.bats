@@ -8,7 +8,7 @@
 load helpers
 
 setup_file() {
-    af_stack_up
+    af_stack_up AUTHFLOW_AUTH_REQUIRE_VERIFIED_EMAIL=false
     if [[ $(conf_get cookies secure) == true ]]; then
         export ACCESS_COOKIE=__Host-af_access REFRESH_COOKIE=__Secure-af_refresh COOKIES_SECURE=1
     else

@@ -8,7 +8,7 @@ load helpers
 PY=/usr/bin/python3
 
 setup_file() {
-    af_stack_up
+    af_stack_up AUTHFLOW_AUTH_REQUIRE_VERIFIED_EMAIL=false
     AUD=$(conf_get tokens audience)
     ISS=$(conf_get tokens issuer)
     KEYS_DIR=$(conf_get tokens keys_dir)

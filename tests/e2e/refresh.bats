@@ -12,7 +12,7 @@ load helpers
 GRACE=5
 GRACE_WAIT=6
 
-setup_file() { af_stack_up AUTHFLOW_TOKENS_REFRESH_REUSE_GRACE=$GRACE; }
+setup_file() { af_stack_up AUTHFLOW_TOKENS_REFRESH_REUSE_GRACE=$GRACE AUTHFLOW_AUTH_REQUIRE_VERIFIED_EMAIL=false; }
 
 # within_grace START: fails when more than the grace window has passed since
 # START ($EPOCHREALTIME), which would make a "within the window" check moot.
