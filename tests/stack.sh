@@ -21,6 +21,8 @@
 #   AUTHFLOW_CHILDREN   processes per responder (default: the number of cores)
 #   AUTHFLOW_LIGHTTPD_EXTRA  a file the generated lighttpd.conf includes last
 #   AUTHFLOW_MAILER=0   start no authflow-mailer (the sink still runs)
+#   AUTHFLOW_WEB        lighttpd (default) or apache: the web server in front,
+#                       configured with etc/lighttpd/*.conf or etc/apache2/*.conf
 # Any AUTHFLOW_<SECTION>_<KEY> set when calling `up` reaches the responders and
 # overrides their configuration file.
 #
@@ -32,7 +34,7 @@ PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
 	libfcgi-dev libpq-dev libhiredis-dev libsodium-dev libjwt-dev
 	libjson-c-dev libssl-dev libcurl4-openssl-dev
-	postgresql redis-server lighttpd spawn-fcgi python3-aiosmtpd
+	postgresql redis-server lighttpd apache2 spawn-fcgi python3-aiosmtpd
 	bats bats-assert bats-support bats-file wrk curl jq
 	python3-jwt python3-cryptography procps
 )
@@ -163,10 +165,14 @@ stop_services() {
 	local r=$1
 	# Front to back, so no request reaches a dependency that is gone.
 	pids_in "$r/lighttpd.pid" && stop TERM lighttpd "${PIDS[@]}"
+	pids_in "$r/apache.pid" && stop TERM apache2 "${PIDS[@]}"
+	pids_in "$r/gate-tcp.pid" && stop TERM authflow-gate "${PIDS[@]}"
 	pids_in "$r/mailer.pid" && stop TERM authflow-mailer "${PIDS[@]}"
 	pids_in "$r/smtp-sink.pid" && stop TERM python3 "${PIDS[@]}"
 	pids_in "$r/auth.pid" && stop TERM authflow-auth "${PIDS[@]}"
 	pids_in "$r/users.pid" && stop TERM authflow-users "${PIDS[@]}"
+	pids_in "$r/gate.pid" && stop TERM authflow-gate "${PIDS[@]}"
+	pids_in "$r/echo.pid" && stop TERM echo-backend "${PIDS[@]}"
 	pids_in "$r/redis.pid" && stop TERM redis-server "${PIDS[@]}"
 	# SIGINT is PostgreSQL's fast shutdown; its pid file holds more than the pid.
 	pids_in "$r/pgdata/postmaster.pid" 1 && stop INT postgres "${PIDS[@]}"
@@ -177,7 +183,7 @@ stop_services() {
 # that the test tearing the stack down fails too.
 check_sanitizer_reports() {
 	local f bad=0
-	for f in "$1"/log/auth.log "$1"/log/users.log "$1"/log/mailer.log; do
+	for f in "$1"/log/auth.log "$1"/log/users.log "$1"/log/gate.log "$1"/log/mailer.log; do
 		[ -f "$f" ] || continue
 		grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$f" || continue
 		say "sanitizer report in $(basename "$f"):"
@@ -249,6 +255,8 @@ make_run_dir() {
 	mkdir -p "$R/log" "$R/www" "$R/tmp" "$R/redis" "$R/keys" "$R/mail"
 	chmod 0700 "$R/keys"
 	printf 'ok\n' >"$R/www/static.txt"
+	mkdir -p "$R/private/files"
+	printf 'secret page\n' >"$R/private/files/page.txt"
 }
 
 # Ports below the kernel's ephemeral range (32768 and up), so an outgoing
@@ -360,6 +368,21 @@ write_config() {
 	EOF
 }
 
+# The application behind the gate in the example configuration
+# (etc/lighttpd/authflow-gate.conf): it echoes the identity it receives and
+# logs each request it gets to $R/log/echo-requests.log.
+start_echo_backend() {
+	local ids=()
+	[ "$IS_ROOT" -eq 1 ] && ids=(-u "$SVC_USER" -g "$SVC_USER" -U "$SVC_USER" -G "$SVC_USER")
+	: >"$R/log/echo-requests.log"
+	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$R/log/echo-requests.log"
+	local exe=$BIN/echo-backend
+	[ -x "$exe" ] || exe=$BUILDDIR/tests/backend/echo-backend
+	ECHO_BACKEND_LOG=$R/log/echo-requests.log spawn-fcgi -s "$R/echo.sock" -M 0660 "${ids[@]}" \
+		-F 1 -P "$R/echo.pid" -d "$R" -- "$exe" \
+		</dev/null >>"$R/log/spawn-fcgi.log" 2>&1 || die "spawn-fcgi echo-backend failed"
+}
+
 # The SMTP sink: every message it accepts becomes a file in $R/mail.
 start_smtp_sink() {
 	as_svc setsid /usr/bin/python3 "$SRCDIR/tests/smtp-sink.py" --host 127.0.0.1 \
@@ -394,15 +417,17 @@ start_mailer() {
 # then execs the responder so the pid file still names it. spawn-fcgi's own
 # chatter goes elsewhere: the responders' logs hold JSON lines only.
 start_responder() {
-	local name=$1 log=$R/log/$1.log p
-	local ids=()
+	local name=$1 log=$R/log/$1.log p prog=$1
+	local ids=() listen=(-s "$R/$1.sock" -M 0660)
+	# mod_authnz_fcgi reaches an authorizer over TCP only.
+	[ "$name" = gate-tcp ] && prog=gate listen=(-a 127.0.0.1 -p "$GATE_PORT")
 	[ "$IS_ROOT" -eq 1 ] && ids=(-u "$SVC_USER" -g "$SVC_USER" -U "$SVC_USER" -G "$SVC_USER")
 	: >"$log"
 	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$log"
 	# shellcheck disable=SC2016 # $0 and $1 are the inner shell's
-	AUTHFLOW_CONFIG=$R/authflow.conf spawn-fcgi -s "$R/$name.sock" -M 0660 "${ids[@]}" \
+	AUTHFLOW_CONFIG=$R/authflow.conf spawn-fcgi "${listen[@]}" "${ids[@]}" \
 		-F "$CHILDREN" -P "$R/$name.pid" -d "$R" \
-		-- /bin/sh -c 'exec "$0" 2>>"$1"' "$BIN/authflow-$name" "$log" \
+		-- /bin/sh -c 'exec "$0" 2>>"$1"' "$BIN/authflow-$prog" "$log" \
 		</dev/null >>"$R/log/spawn-fcgi.log" 2>&1 ||
 		{ tail -n 20 "$R/log/spawn-fcgi.log" "$log" >&2; die "spawn-fcgi $name failed"; }
 	# A responder that cannot start (configuration, keys, database) exits at
@@ -410,8 +435,8 @@ start_responder() {
 	sleep 1
 	pids_in "$R/$name.pid"
 	for p in "${PIDS[@]}"; do
-		alive "$p" && runs "$p" "authflow-$name" && continue
-		say "authflow-$name (pid $p) exited right after start; end of $log:"
+		alive "$p" && runs "$p" "authflow-$prog" && continue
+		say "authflow-$prog (pid $p) exited right after start; end of $log:"
 		tail -n 30 "$log" >&2
 		return 1
 	done
@@ -440,6 +465,9 @@ start_lighttpd() {
 
 		var.authflow_socket_dir = "$R"
 		include "$SRCDIR/etc/lighttpd/authflow.conf"
+		var.authflow_app_socket = "$R/echo.sock"
+		var.authflow_files_root = "$R/private"
+		include "$SRCDIR/etc/lighttpd/authflow-gate.conf"
 	EOF
 	if [ -n "${AUTHFLOW_LIGHTTPD_EXTRA:-}" ]; then
 		printf 'include "%s"\n' "$(realpath "$AUTHFLOW_LIGHTTPD_EXTRA")" >>"$R/lighttpd.conf"
@@ -450,6 +478,47 @@ start_lighttpd() {
 	lighttpd -f "$R/lighttpd.conf" </dev/null >>"$R/log/lighttpd.log" 2>&1 ||
 		{ tail -n 20 "$R/log/lighttpd.log" >&2; die "lighttpd did not start"; }
 	wait_for lighttpd "$R/log/lighttpd.log" 10 http_code_is 200 "$BASE_URL/static.txt"
+}
+
+start_apache() {
+	local user_conf= m mods=(mpm_event authn_core authz_core proxy proxy_fcgi authnz_fcgi
+		headers setenvif alias mime dir)
+	[ "$IS_ROOT" -eq 1 ] && user_conf="User $SVC_USER"$'\n'"Group $SVC_USER"
+	mkdir -p "$R/apache-run"
+	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$R/apache-run"
+	{
+		echo "# authflow test stack, generated by tests/stack.sh."
+		for m in "${mods[@]}"; do
+			echo "LoadModule ${m}_module /usr/lib/apache2/modules/mod_$m.so"
+		done
+		cat <<-EOF
+			ServerName 127.0.0.1
+			Listen 127.0.0.1:$HTTP_PORT
+			PidFile $R/apache.pid
+			DefaultRuntimeDir $R/apache-run
+			Mutex file:$R/apache-run default
+			ErrorLog $R/log/apache-error.log
+			LogLevel warn
+			$user_conf
+			TypesConfig /etc/mime.types
+			DocumentRoot $R/www
+			<Directory "$R">
+				Require all granted
+			</Directory>
+			Define AUTHFLOW_SOCKET_DIR $R
+			Include $SRCDIR/etc/apache2/authflow.conf
+			Define AUTHFLOW_GATE_ADDR 127.0.0.1:$GATE_PORT
+			Define AUTHFLOW_APP_SOCKET $R/echo.sock
+			Define AUTHFLOW_FILES_ROOT $R/private
+			Include $SRCDIR/etc/apache2/authflow-gate.conf
+		EOF
+	} >"$R/apache.conf"
+	apache2 -t -f "$R/apache.conf" >"$R/log/apache-error.log" 2>&1 ||
+		{ cat "$R/log/apache-error.log" >&2; die "apache2 rejects its configuration"; }
+	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$R/log/apache-error.log"
+	apache2 -f "$R/apache.conf" -k start </dev/null >>"$R/log/apache-error.log" 2>&1 ||
+		{ tail -n 20 "$R/log/apache-error.log" >&2; die "apache2 did not start"; }
+	wait_for apache2 "$R/log/apache-error.log" 10 http_code_is 200 "$BASE_URL/static.txt"
 }
 
 write_env() {
@@ -465,7 +534,10 @@ write_env() {
 			"AUTHFLOW_PIDFILE_REDIS=$RUN/redis.pid" \
 			"AUTHFLOW_PIDFILE_AUTH=$RUN/auth.pid" \
 			"AUTHFLOW_PIDFILE_USERS=$RUN/users.pid" \
+			"AUTHFLOW_PIDFILE_GATE=$RUN/gate.pid" \
 			"AUTHFLOW_PIDFILE_LIGHTTPD=$RUN/lighttpd.pid" \
+			"AUTHFLOW_PIDFILE_APACHE=$RUN/apache.pid" \
+			"AUTHFLOW_WEB=${AUTHFLOW_WEB:-lighttpd}" \
 			"AUTHFLOW_PIDFILE_MAILER=$RUN/mailer.pid" \
 			"AUTHFLOW_PIDFILE_SMTP_SINK=$RUN/smtp-sink.pid" \
 			"AUTHFLOW_SMTP_PORT=$SMTP_PORT" "AUTHFLOW_MAIL_DIR=$RUN/mail"; do
@@ -515,7 +587,8 @@ cmd_up() {
 	close_inherited_fds
 	if [ "${AUTHFLOW_NO_DEPS:-0}" = 1 ]; then
 		local f
-		for f in authflow-auth authflow-users authflowctl authflow-mailer; do
+		for f in authflow-auth authflow-users authflow-gate authflowctl authflow-mailer \
+			tests/backend/echo-backend; do
 			[ -x "$BUILDDIR/$f" ] || die "$BUILDDIR/$f is missing (AUTHFLOW_NO_DEPS=1 skips the build)"
 		done
 	else
@@ -530,7 +603,7 @@ cmd_up() {
 	trap up_failed EXIT
 	make_run_dir
 	cd "$R"
-	read -r PGPORT REDIS_PORT HTTP_PORT SMTP_PORT < <(free_ports 4)
+	read -r PGPORT REDIS_PORT HTTP_PORT SMTP_PORT GATE_PORT < <(free_ports 5)
 	BASE_URL=http://127.0.0.1:$HTTP_PORT
 	[ "$IS_ROOT" -eq 1 ] && chown -R "$SVC_USER:" "$R"
 
@@ -550,14 +623,22 @@ cmd_up() {
 			BIN=$R/bin
 			install -d "$BIN"
 			install -m 0755 "$BUILDDIR/authflow-auth" "$BUILDDIR/authflow-users" \
-				"$BUILDDIR/authflow-mailer" "$BIN"
+				"$BUILDDIR/authflow-gate" "$BUILDDIR/authflow-mailer" \
+				"$BUILDDIR/tests/backend/echo-backend" "$BIN"
 		fi
 	fi
 	export AUTHFLOW_CONFIG=$R/authflow.conf
 	start_responder auth
 	start_responder users
+	start_responder gate
+	start_echo_backend
 	[ "${AUTHFLOW_MAILER:-1}" = 0 ] || start_mailer
-	start_lighttpd
+	if [ "${AUTHFLOW_WEB:-lighttpd}" = apache ]; then
+		start_responder gate-tcp
+		start_apache
+	else
+		start_lighttpd
+	fi
 	wait_for "authflow-auth /health" "$R/log/auth.log" 15 http_code_is 200 "$BASE_URL/health"
 	write_env
 	trap - EXIT

@@ -80,6 +80,7 @@ static const struct key keys[] = {
     {"mail", "poll_seconds", K_INT, OFF(mail_poll), "10", 1, 3600, NULL},
     {"mail", "lease_seconds", K_INT, OFF(mail_lease), "120", 2, 86400, NULL},
     {"mail", "retention_days", K_INT, OFF(mail_retention_days), "30", 1, 3650, NULL},
+    {"gate", "login_url", K_STR, OFF(gate_login_url), "", 0, 0, NULL},
     {"cleanup", "keep_days", K_INT, OFF(cleanup_keep_days), "7", 0, 3650, NULL},
     {"log", "level", K_ENUM, OFF(log_level), "info", 0, 0, "debug info warn error"},
 };

@@ -36,6 +36,8 @@ struct af_config {
     long smtp_port, smtp_timeout, mail_max_attempts, mail_retry_base, mail_retry_max;
     long mail_poll, mail_lease, mail_retention_days;
     bool smtp_verify_peer;
+    /* gate */
+    char *gate_login_url;
     /* cleanup */
     long cleanup_keep_days;
     /* log */

@@ -11,6 +11,9 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
+/* SQL for a timestamptz column as RFC 3339 UTC text ("2026-01-02T03:04:05Z"). */
+#define AF_TS_SQL(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
 enum af_db_status {
     AF_DB_OK = 0,
     AF_DB_UNAVAILABLE,      /* cannot reach the server: 503 */

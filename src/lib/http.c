@@ -48,6 +48,11 @@ const char *af_req_cookie(struct af_req *req, const char *name)
     return af_cookie_get(req->arena, af_req_header(req, "Cookie"), name);
 }
 
+const char *af_req_var(struct af_req *req, const char *name)
+{
+    return FCGX_GetParam(name, (char **)req->envp);
+}
+
 const char *af_req_param(struct af_req *req, const char *name)
 {
     for (int i = 0; i < AF_MAX_PARAMS && req->param_names[i]; i++)
@@ -245,7 +250,14 @@ static const struct af_route *route(struct af_ctx *ctx, const struct af_route *r
     size_t pl = strlen(prefix);
     const char *rel = !strncmp(req->path, prefix, pl) && req->path[pl] == '/' ? req->path + pl : NULL;
     char allow[128] = "";
+    const char *gate_mode = af_req_var(req, "GATE_MODE");
+    bool gate = (req->role && !strcmp(req->role, "AUTHORIZER")) || (gate_mode && !strcmp(gate_mode, "1"));
     for (size_t i = 0; i < n; i++) {
+        if (!strcmp(routes[i].pattern, "*")) {
+            if (gate)
+                return &routes[i];
+            continue;
+        }
         const char *target = root_pattern(routes[i].pattern) ? req->path : rel;
         if (!target || !af_route_match(routes[i].pattern, target, req->params, req->param_names, req->arena))
             continue;
@@ -378,6 +390,12 @@ static const char *reason(int status)
 static void write_response(FCGX_Request *r, struct af_req *req, struct af_resp *resp)
 {
     FCGX_FPrintF(r->out, "Status: %d %s\r\n", resp->status, reason(resp->status));
+    if (resp->bare) {
+        for (int i = 0; i < resp->nheaders; i++)
+            FCGX_FPrintF(r->out, "%s: %s\r\n", resp->headers[i].name, resp->headers[i].value);
+        FCGX_PutS("\r\n", r->out);
+        return;
+    }
     if (resp->content_type)
         FCGX_FPrintF(r->out, "Content-Type: %s\r\n", resp->content_type);
     FCGX_FPrintF(r->out, "X-Request-Id: %s\r\n", req->request_id);
@@ -423,6 +441,16 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
         req.request_id = next_request_id(arena);
     }
     read_body(ctx, r, &req);
+    /* Read the input to its end (a GET's is the empty stdin record): a web
+     * server still writing it when the connection closes counts an error
+     * (Apache's mod_proxy_fcgi: "sending empty stdin"). An Authorizer gets
+     * no stdin at all. */
+    if (!req.role || !strcmp(req.role, "RESPONDER")) {
+        char sink[512];
+        int left = 64;
+        while (left-- > 0 && FCGX_GetStr(sink, sizeof sink, r->in) > 0) {
+        }
+    }
 
     const struct af_route *rt = route(ctx, routes, n, &req, &resp);
     if (rt) {

@@ -52,10 +52,13 @@ struct af_resp {
     struct af_header headers[AF_MAX_HEADERS];
     int nheaders;
     bool no_store;
+    bool bare;                      /* status and own headers only (an authorizer's 200) */
     const char *user_id;            /* for the log line */
     const char *log_error;          /* internal cause, for the log line only */
 };
 
+/* A FastCGI request variable set by the web server ("REQUEST_URI"), or NULL. */
+const char *af_req_var(struct af_req *req, const char *name);
 /* A request header by its HTTP name ("X-CSRF-Token"), or NULL. */
 const char *af_req_header(struct af_req *req, const char *name);
 const char *af_req_cookie(struct af_req *req, const char *name);
@@ -96,7 +99,9 @@ enum af_access {
 struct af_route {
     const char *method;
     const char *pattern;    /* "/auth/login" under the API prefix; "/.well-known/..." and
-                               "/health" at the root; "{id}" matches one segment */
+                               "/health" at the root; "{id}" matches one segment; "*" (with
+                               method "*") takes every FastCGI Authorizer request, and
+                               responder requests marked GATE_MODE=1 (nginx auth_request) */
     af_handler handler;
     enum af_access access;
 };

@@ -84,6 +84,75 @@ int af_session_revoke(struct af_ctx *ctx, const char *sid, const char *reason)
     return 0;
 }
 
+/* Runs an UPDATE of sessions that returns the ids it revoked, then marks
+ * them in Redis; the number revoked, or -1 when PostgreSQL failed. */
+static long revoke_returning(struct af_ctx *ctx, const char *sql, int n, const char *const *p)
+{
+    PGresult *r;
+    if (af_db_exec(ctx->db, &r, sql, n, p) != AF_DB_OK)
+        return -1;
+    long count = PQntuples(r);
+    for (long i = 0; i < count; i++)
+        af_session_mark_revoked(ctx, PQgetvalue(r, (int)i, 0));
+    PQclear(r);
+    return count;
+}
+
+long af_session_revoke_all(struct af_ctx *ctx, const char *user_id, const char *except_sid,
+                           const char *reason)
+{
+    const char *p[] = {user_id, except_sid, reason};
+    return revoke_returning(ctx,
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $3 "
+        "WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id <> $2::uuid) "
+        "RETURNING id", 3, p);
+}
+
+int af_session_revoke_own(struct af_ctx *ctx, const char *user_id, const char *sid,
+                          const char *reason)
+{
+    const char *p[] = {user_id, sid, reason};
+    long n = revoke_returning(ctx,
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $3 "
+        "WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL AND expires_at > now() "
+        "RETURNING id", 3, p);
+    return n < 0 ? -1 : n > 0;
+}
+
+void af_session_list(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    const char *p[] = {req->claims.sub};
+    PGresult *r;
+    enum af_db_status st = af_db_exec(ctx->db, &r,
+        "SELECT id, " AF_TS_SQL("created_at") ", " AF_TS_SQL("last_seen_at") ", "
+        AF_TS_SQL("least(expires_at, idle_expires_at)") ", ip, user_agent, array_to_json(amr)::text "
+        "FROM sessions WHERE user_id = $1 AND revoked_at IS NULL "
+        "AND expires_at > now() AND idle_expires_at > now() ORDER BY created_at DESC, id LIMIT 200",
+        1, p);
+    if (st != AF_DB_OK) {
+        af_resp_db_failure(resp, req, ctx, st);
+        return;
+    }
+    json_object *list = json_object_new_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_object *o = json_object_new_object();
+        const char *id = PQgetvalue(r, i, 0);
+        json_object_object_add(o, "id", json_object_new_string(id));
+        json_object_object_add(o, "created_at", json_object_new_string(PQgetvalue(r, i, 1)));
+        json_object_object_add(o, "last_seen_at", json_object_new_string(PQgetvalue(r, i, 2)));
+        json_object_object_add(o, "expires_at", json_object_new_string(PQgetvalue(r, i, 3)));
+        json_object_object_add(o, "ip", PQgetisnull(r, i, 4) ? NULL : json_object_new_string(PQgetvalue(r, i, 4)));
+        json_object_object_add(o, "user_agent",
+                               PQgetisnull(r, i, 5) ? NULL : json_object_new_string(PQgetvalue(r, i, 5)));
+        json_object_object_add(o, "current", json_object_new_boolean(!strcmp(id, req->claims.sid)));
+        json_object *amr = json_tokener_parse(PQgetvalue(r, i, 6));
+        json_object_object_add(o, "amr", amr ? amr : json_object_new_array());
+        json_object_array_add(list, o);
+    }
+    PQclear(r);
+    af_resp_json(resp, req, 200, list);
+}
+
 static void set_cookie(struct af_req *req, struct af_resp *resp, const char *name, const char *value,
                        const char *path, long max_age, bool http_only, bool secure,
                        enum af_samesite same_site)

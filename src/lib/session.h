@@ -41,6 +41,17 @@ void af_session_refresh(struct af_ctx *ctx, struct af_req *req, struct af_resp *
 
 /* Revokes one session (reason for the row); 0 or -1 when PostgreSQL failed. */
 int af_session_revoke(struct af_ctx *ctx, const char *sid, const char *reason);
+/* Revokes every live session of user_id but except_sid (NULL: all), in
+ * PostgreSQL and then in Redis; the number revoked, or -1 when PostgreSQL
+ * failed. */
+long af_session_revoke_all(struct af_ctx *ctx, const char *user_id, const char *except_sid,
+                           const char *reason);
+/* Revokes session sid if it belongs to user_id: 1 revoked, 0 no such live
+ * session of that user, -1 PostgreSQL failed. */
+int af_session_revoke_own(struct af_ctx *ctx, const char *user_id, const char *sid,
+                          const char *reason);
+/* GET /users/me/sessions: the caller's live sessions, newest first. */
+void af_session_list(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
 /* Marks a session revoked in Redis (after PostgreSQL has it). */
 void af_session_mark_revoked(struct af_ctx *ctx, const char *sid);
 /* Expiring cookies, for logout. */

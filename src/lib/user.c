@@ -12,7 +12,7 @@
 
 #define USER_CACHE_TTL 300
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define TS(col) AF_TS_SQL(col)
 #define USER_COLS(roles)                                                                   \
     "u.id, u.email, u.full_name, u.email_verified, u.disabled, u.mfa_enabled, "           \
     TS("u.created_at") ", " TS("u.updated_at") ", " TS("u.last_login_at") ", " roles ", " \

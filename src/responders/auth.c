@@ -245,6 +245,19 @@ static void do_logout(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
     af_session_clear_cookies(ctx, req, resp);
 }
 
+static void do_logout_all(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    long n = af_session_revoke_all(ctx, req->claims.sub, NULL, "logout_all");
+    if (n < 0) {
+        af_resp_unavailable(resp, req, af_db_error(ctx->db));
+        return;
+    }
+    af_audit(ctx, req, "logout_all", req->claims.sub, req->claims.sub, req->claims.sid,
+             af_arena_printf(req->arena, "{\"sessions_revoked\":%ld}", n));
+    af_resp_empty(resp, 204);
+    af_session_clear_cookies(ctx, req, resp);
+}
+
 static void do_jwks(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
 {
     resp->status = 200;
@@ -296,6 +309,7 @@ static const struct af_route routes[] = {
     {"POST", "/auth/login", do_login, AF_PUBLIC},
     {"POST", "/auth/refresh", do_refresh, AF_PUBLIC},
     {"POST", "/auth/logout", do_logout, AF_USER},
+    {"POST", "/auth/logout-all", do_logout_all, AF_USER},
     {"POST", "/auth/verify-email", do_verify_email, AF_PUBLIC},
     {"POST", "/auth/verify-email/resend", do_resend, AF_PUBLIC},
     {"POST", "/auth/password/forgot", do_forgot, AF_PUBLIC},

@@ -1,5 +1,5 @@
-/* authflow-users — the signed-in user's own account: profile, changes and
- * deletion. Every route needs a valid access token of a live session. */
+/* authflow-users — the signed-in user's own account: profile, changes,
+ * deletion and sessions. Every route needs a valid access token of a live session. */
 #include <string.h>
 
 #include "body.h"
@@ -7,6 +7,7 @@
 #include "http.h"
 #include "session.h"
 #include "user.h"
+#include "util.h"
 #include "validate.h"
 
 static void gone(struct af_req *req, struct af_resp *resp)
@@ -81,10 +82,36 @@ static void do_delete_me(struct af_ctx *ctx, struct af_req *req, struct af_resp 
     af_session_clear_cookies(ctx, req, resp);
 }
 
+static void do_sessions(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    af_session_list(ctx, req, resp);
+}
+
+static void do_revoke_session(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    const char *sid = af_req_param(req, "id");
+    int rc = sid && af_is_uuid(sid) ? af_session_revoke_own(ctx, req->claims.sub, sid, "user_revoked") : 0;
+    if (rc < 0) {
+        af_resp_unavailable(resp, req, af_db_error(ctx->db));
+        return;
+    }
+    if (rc == 0) {
+        /* Another user's session is as unknown as a made-up id. */
+        af_resp_problem(resp, req, 404, "not_found", "No such session.");
+        return;
+    }
+    af_audit(ctx, req, "session_revoked", req->claims.sub, req->claims.sub, sid, NULL);
+    af_resp_empty(resp, 204);
+    if (!strcmp(sid, req->claims.sid))
+        af_session_clear_cookies(ctx, req, resp);
+}
+
 static const struct af_route routes[] = {
     {"GET", "/users/me", do_me, AF_USER},
     {"PATCH", "/users/me", do_update_me, AF_USER},
     {"DELETE", "/users/me", do_delete_me, AF_USER},
+    {"GET", "/users/me/sessions", do_sessions, AF_USER},
+    {"DELETE", "/users/me/sessions/{id}", do_revoke_session, AF_USER},
 };
 
 int main(int argc, char **argv)

@@ -8,6 +8,10 @@
 #   me        GET /api/v1/users/me, Bearer tokens of many distinct users
 #   login     POST /api/v1/auth/login, the same users in turn
 #   refresh   POST /api/v1/auth/refresh, every refresh token used once
+#   authz     a static file behind the trivial program as lighttpd's
+#             FastCGI authorizer (it always says 200): the ceiling of a gate
+#   gate      the same file behind authflow-gate as the authorizer, with the
+#             access tokens of many users
 # and the Argon2id verification rate of the machine at the configured cost,
 # which bounds the login rate: the ceiling is measured with one verifier per
 # core running at once (memory bandwidth keeps it below cores / one
@@ -26,6 +30,7 @@
 #   BENCH_CONNECTIONS   wrk connections (default 32: enough to keep both
 #                       cores busy; more connections only add queueing
 #                       delay, p99 >= connections / rate by Little's law)
+#   BENCH_GATE_CONNECTIONS  wrk connections for authz and gate (default 64)
 #   BENCH_USERS         distinct users created (default 200)
 #   AUTHFLOW_CHILDREN   processes per responder, the trivial one included
 #                       (default: the number of cores)
@@ -39,6 +44,7 @@ SECONDS_EACH=${BENCH_SECONDS:-10}
 THREADS=${BENCH_THREADS:-2}
 CONNS=${BENCH_CONNECTIONS:-32}
 NUSERS=${BENCH_USERS:-200}
+GATE_CONNS=${BENCH_GATE_CONNECTIONS:-64}
 export AUTHFLOW_CHILDREN=${AUTHFLOW_CHILDREN:-$(nproc)}
 
 # The device fingerprint of a session covers the User-Agent: every client
@@ -112,12 +118,29 @@ cc -O2 -o "$WORK/argon2-time" "$BENCH_DIR/argon2-time.c" \
 
 # ---------------------------------------------------------------- stack
 
+# The same small file behind each authorizer: lighttpd serves it from the
+# authorizer's docroot once the authorizer answered 200.
+mkdir -p "$WORK/gate-root/bench-authz" "$WORK/gate-root/bench-gate"
+head -c 100 /dev/zero | tr '\0' x >"$WORK/gate-root/bench-authz/file.txt"
+cp "$WORK/gate-root/bench-authz/file.txt" "$WORK/gate-root/bench-gate/file.txt"
 cat >"$WORK/lighttpd-bench.conf" <<EOF
-# The trivial FastCGI responder of the benchmark.
+# The trivial FastCGI responder of the benchmark, and the two authorizers.
 fastcgi.server += (
 	"/bench/trivial" => ((
 		"socket" => "$WORK/trivial.sock",
 		"check-local" => "disable",
+	)),
+	"/bench-authz/" => ((
+		"socket" => "$WORK/trivial.sock",
+		"mode" => "authorizer",
+		"check-local" => "disable",
+		"docroot" => "$WORK/gate-root",
+	)),
+	"/bench-gate/" => ((
+		"socket" => var.authflow_socket_dir + "/gate.sock",
+		"mode" => "authorizer",
+		"check-local" => "disable",
+		"docroot" => "$WORK/gate-root",
 	)),
 )
 EOF
@@ -162,7 +185,7 @@ mem() {
 # rss_snapshot FILE: "name pid rss_kib pss_kib" of every responder process.
 rss_snapshot() {
 	local name p
-	for name in auth users; do
+	for name in auth users gate; do
 		for p in $(responder_pids "$name"); do
 			printf 'authflow-%s %s %s\n' "$name" "$p" "$(mem "$p")"
 		done
@@ -251,6 +274,7 @@ cpu_snapshot() {
 		echo "lighttpd $(ticks $(cat "$RUN/lighttpd.pid"))"
 		echo "auth $(ticks $(responder_pids auth))"
 		echo "users $(ticks $(responder_pids users))"
+		echo "gate $(ticks $(responder_pids gate))"
 		echo "trivial $(ticks "${TRIVIAL_PIDS[@]}")"
 		echo "redis $(ticks $(cat "$RUN/redis.pid"))"
 		echo "postgres $(ticks "$pm" "${pg[@]}")"
@@ -277,7 +301,7 @@ run_wrk() {
 	shift 3
 	say "wrk: $name (${SECONDS_EACH} s)"
 	cpu_snapshot "$WORK/cpu-$name.0"
-	wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_EACH}s" --timeout 5s --latency \
+	wrk -t"$THREADS" -c"${RUN_CONNS:-$CONNS}" -d"${SECONDS_EACH}s" --timeout 5s --latency \
 		-H "User-Agent: $UA" \
 		-s "$BENCH_DIR/$script" "$url" -- "$@" >"$WORK/wrk-$name.out" 2>&1 ||
 		{ cat "$WORK/wrk-$name.out" >&2; die "wrk failed on $name"; }
@@ -294,7 +318,7 @@ warm() {
 	local name=$1 url=$2 script=$3
 	shift 3
 	say "warming up: $name"
-	wrk -t"$THREADS" -c"$CONNS" -d3s --timeout 5s -H "User-Agent: $UA" \
+	wrk -t"$THREADS" -c"${RUN_CONNS:-$CONNS}" -d3s --timeout 5s -H "User-Agent: $UA" \
 		-s "$BENCH_DIR/$script" "$url" -- "$@" >/dev/null 2>&1 || true
 	drain
 }
@@ -306,6 +330,9 @@ run_wrk static "$BASE/static.txt" plain.lua
 run_wrk trivial "$BASE/bench/trivial" plain.lua
 run_wrk me "$BASE$API/users/me" me.lua "$WORK/access"
 run_wrk login "$BASE$API/auth/login" login.lua "$WORK/credentials"
+RUN_CONNS=$GATE_CONNS warm gate "$BASE/bench-gate/file.txt" me.lua "$WORK/access"
+RUN_CONNS=$GATE_CONNS run_wrk authz "$BASE/bench-authz/file.txt" plain.lua
+RUN_CONNS=$GATE_CONNS run_wrk gate "$BASE/bench-gate/file.txt" me.lua "$WORK/access"
 run_wrk refresh "$BASE$API/auth/refresh" refresh.lua "$WORK/refresh" "$THREADS"
 rss_snapshot "$WORK/rss-after"
 
@@ -325,7 +352,7 @@ printf '  ceiling (%s verifiers at once): %s verifications/s; naive bound (%s / 
 printf '%-9s %10s %9s %9s %8s %11s  %s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'x trivial' notes
 BAD=0
 SUMMARY=()
-for t in static trivial me login refresh; do
+for t in static trivial me login refresh authz gate; do
 	rps=$(stat "$t" rps)
 	p50=$(awk -v u="$(stat "$t" p50_us)" 'BEGIN { printf "%.2f", u / 1000 }')
 	p99=$(awk -v u="$(stat "$t" p99_us)" 'BEGIN { printf "%.2f", u / 1000 }')
@@ -342,6 +369,11 @@ for t in static trivial me login refresh; do
 		notes="$frac of the Argon2id ceiling ($naive of the naive bound)"
 		extra=" argon2_ceiling=$A2_CEIL ceiling_fraction=$frac naive_bound=$A2_NAIVE naive_fraction=$naive"
 	fi
+	if [ "$t" = authz ] || [ "$t" = gate ]; then
+		frac=$(awk -v a="$rps" -v c="$(stat authz rps)" 'BEGIN { printf "%.2f", a / c }')
+		notes="$frac x the trivial authorizer, $GATE_CONNS connections"
+		extra=" ratio_authz=$frac connections=$GATE_CONNS"
+	fi
 	[ "$codes" != - ] && notes="${notes:+$notes; }statuses $codes"
 	[ "$sockerr" -gt 0 ] && notes="${notes:+$notes; }socket errors $sockerr"
 	[ "$starved" -gt 0 ] && notes="${notes:+$notes; }starved $starved"
@@ -352,17 +384,17 @@ done
 
 printf '\nCPU time per request (µs), by kind of process; "rest" is wrk and anything\n'
 printf 'else on the machine; "busy" is the share of all %s cores used during the run.\n' "$CORES"
-printf '%-9s %9s %9s %9s %9s %9s %9s %9s %6s\n' target lighttpd auth users trivial redis postgres rest busy
+printf '%-9s %9s %9s %9s %9s %9s %9s %9s %9s %6s\n' target lighttpd auth users gate trivial redis postgres rest busy
 HZ=$(getconf CLK_TCK)
-for t in static trivial me login refresh; do
+for t in static trivial me login refresh authz gate; do
 	awk -v n="$(stat "$t" requests)" -v hz="$HZ" -v t="$t" '
 		NR == FNR { before[$1] = $2; next }
 		{ d[$1] = $2 - before[$1] }
 		END {
 			us = 1e6 / hz / (n > 0 ? n : 1)
-			known = d["lighttpd"] + d["auth"] + d["users"] + d["trivial"] + d["redis"] + d["postgres"]
-			printf "%-9s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %5.0f%%\n", t,
-				d["lighttpd"] * us, d["auth"] * us, d["users"] * us, d["trivial"] * us,
+			known = d["lighttpd"] + d["auth"] + d["users"] + d["gate"] + d["trivial"] + d["redis"] + d["postgres"]
+			printf "%-9s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %5.0f%%\n", t,
+				d["lighttpd"] * us, d["auth"] * us, d["users"] * us, d["gate"] * us, d["trivial"] * us,
 				d["redis"] * us, d["postgres"] * us, (d["busy"] - known) * us,
 				(d["all"] > 0 ? 100 * d["busy"] / d["all"] : 0)
 		}' "$WORK/cpu-$t.0" "$WORK/cpu-$t.1"
@@ -388,8 +420,12 @@ printf '  login >= 0.80 of the Argon2id ceiling:    %s (%s)\n' \
 	"$(awk -v a="$(stat login rps)" -v c="$A2_CEIL" 'BEGIN { printf "%.2f", a / c }')"
 printf '  refresh >= 1000/s:                        %s (%s)\n' \
 	"$(verdict "$(stat refresh rps) >= 1000")" "$(stat refresh rps)"
-printf '  idle RSS per responder < 10 MiB:          %s (largest %s MiB)\n\n' \
+printf '  idle RSS per responder < 10 MiB:          %s (largest %s MiB)\n' \
 	"$(verdict "$MAX_IDLE < 10")" "$MAX_IDLE"
+gate_ratio=$(awk -v a="$(stat gate rps)" -v b="$(stat authz rps)" 'BEGIN { print a / b }')
+gate_p99=$(awk -v u="$(stat gate p99_us)" 'BEGIN { print u / 1000 }')
+printf '  gate >= 0.80 x trivial authorizer, p99 < 10 ms at %s connections: %s (%.2f, %.2f ms)\n\n' \
+	"$GATE_CONNS" "$(verdict "$gate_ratio >= 0.8 && $gate_p99 < 10")" "$gate_ratio" "$gate_p99"
 
 printf '%s\n' "${SUMMARY[@]}"
 printf 'bench rss_idle_max_mib=%s children=%s argon2_ms=%s argon2_parallel_per_s=%s cores=%s\n' \
@@ -397,11 +433,11 @@ printf 'bench rss_idle_max_mib=%s children=%s argon2_ms=%s argon2_parallel_per_s
 
 if [ "$BAD" -eq 1 ]; then
 	say "some requests failed; error answers in the responders' logs (count prog method path status):"
-	cat "$RUN"/log/auth.log "$RUN"/log/users.log 2>/dev/null |
+	cat "$RUN"/log/auth.log "$RUN"/log/users.log "$RUN"/log/gate.log 2>/dev/null |
 		jq -Rr 'fromjson? | select((.status // 0) >= 400) | "\(.prog) \(.method) \(.path) \(.status)"' |
 		sort | uniq -c | sort -rn | head -n 20 >&2 || true
 	say "warnings and errors logged (first 10):"
-	cat "$RUN"/log/auth.log "$RUN"/log/users.log 2>/dev/null |
+	cat "$RUN"/log/auth.log "$RUN"/log/users.log "$RUN"/log/gate.log 2>/dev/null |
 		jq -Rc 'fromjson? | select(.level == "warn" or .level == "error")' | head -n 10 >&2 || true
 	say "end of lighttpd.log:"
 	tail -n 10 "$RUN/log/lighttpd.log" >&2 || true
