@@ -114,7 +114,8 @@ bool af_authenticate(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         af_resp_problem(resp, req, 401, "invalid_token", "The access token belongs to another device.");
         return false;
     }
-    switch (af_session_check(ctx, req, req->claims.sid, req->claims.sub, &req->cached_user)) {
+    switch (af_session_check(ctx, req, req->claims.sid, req->claims.sub,
+                             ctx->no_user_prefetch ? NULL : &req->cached_user)) {
     case AF_SESSION_LIVE:
         break;
     case AF_SESSION_UNAVAILABLE:

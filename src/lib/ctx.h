@@ -20,6 +20,7 @@ struct af_ctx {
     struct af_keyset *keys;         /* NULL for programs that need none */
     struct af_token_params token_params;
     struct af_password_cost cost;
+    bool no_user_prefetch;          /* the gate: authentication needs no user object */
 };
 
 enum af_ctx_needs { AF_NEED_KEYS = 1 };

@@ -23,13 +23,17 @@ static long revoked_mark_ttl(struct af_ctx *ctx)
 enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, const char *sid,
                                        const char *user_id, const char **cached_user)
 {
-    redisReply *r = af_cache_command(ctx->cache, "MGET af:rev:%s af:sess:%s af:user:%s", sid, sid, user_id);
+    redisReply *r = cached_user
+                        ? af_cache_command(ctx->cache, "MGET af:rev:%s af:sess:%s af:user:%s", sid, sid, user_id)
+                        : af_cache_command(ctx->cache, "MGET af:rev:%s af:sess:%s", sid, sid);
     bool cache_up = r != NULL;
-    *cached_user = NULL;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+    size_t want = cached_user ? 3 : 2;
+    if (cached_user)
+        *cached_user = NULL;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == want) {
         bool revoked = r->element[0]->type == REDIS_REPLY_STRING;
         bool live = r->element[1]->type == REDIS_REPLY_STRING;
-        if (r->element[2]->type == REDIS_REPLY_STRING)
+        if (cached_user && r->element[2]->type == REDIS_REPLY_STRING)
             *cached_user = af_arena_strndup(req->arena, r->element[2]->str, r->element[2]->len);
         freeReplyObject(r);
         if (revoked)

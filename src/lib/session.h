@@ -26,7 +26,7 @@ enum af_session_state {
 
 /* Is the session live? In the same Redis round trip, fetches the cached
  * user object of user_id into *cached_user (arena string) when present, so
- * a profile read costs one round trip in all. */
+ * a profile read costs one round trip in all; cached_user NULL: no user. */
 enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, const char *sid,
                                        const char *user_id, const char **cached_user);
 
