@@ -250,11 +250,12 @@ static const struct af_route *route(struct af_ctx *ctx, const struct af_route *r
     size_t pl = strlen(prefix);
     const char *rel = !strncmp(req->path, prefix, pl) && req->path[pl] == '/' ? req->path + pl : NULL;
     char allow[128] = "";
-    const char *gate_mode = af_req_var(req, "GATE_MODE");
-    bool gate = (req->role && !strcmp(req->role, "AUTHORIZER")) || (gate_mode && !strcmp(gate_mode, "1"));
     for (size_t i = 0; i < n; i++) {
         if (!strcmp(routes[i].pattern, "*")) {
-            if (gate)
+            /* Only the gate has such a route: other programs never look up
+             * GATE_MODE. */
+            const char *gate_mode = af_req_var(req, "GATE_MODE");
+            if ((req->role && !strcmp(req->role, "AUTHORIZER")) || (gate_mode && !strcmp(gate_mode, "1")))
                 return &routes[i];
             continue;
         }

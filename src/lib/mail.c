@@ -416,12 +416,6 @@ static void display_name(const char *from, char *out, size_t outlen)
     snprintf(out, outlen, "%.*s", (int)(e - s), s);
 }
 
-static bool has_addr(const char *s)
-{
-    char a[320];
-    return af_mail_addr_spec(s, a, sizeof a);
-}
-
 char *af_mail_render(const struct af_templates *t, const struct af_config *cfg, const char *kind,
                      const char *message_id, const char *recipient, json_object *params,
                      time_t now, char *err, size_t errlen)
@@ -483,9 +477,9 @@ char *af_mail_render(const struct af_templates *t, const struct af_config *cfg, 
     puts_(&b, date);
     puts_(&b, "\r\n");
     put_address_header(&b, "From", from_name, from_addr);
-    if (cfg->mail_reply_to && *cfg->mail_reply_to && has_addr(cfg->mail_reply_to)) {
-        char ra[320], rn[256];
-        af_mail_addr_spec(cfg->mail_reply_to, ra, sizeof ra);
+    char ra[320];
+    if (cfg->mail_reply_to && af_mail_addr_spec(cfg->mail_reply_to, ra, sizeof ra)) {
+        char rn[256];
         display_name(cfg->mail_reply_to, rn, sizeof rn);
         put_address_header(&b, "Reply-To", rn, ra);
     }

@@ -9,6 +9,7 @@
 #include "http.h"
 #include "log.h"
 #include "password.h"
+#include "session.h"
 
 #define USER_CACHE_TTL 300
 
@@ -227,8 +228,7 @@ enum af_db_status af_user_delete(struct af_ctx *ctx, struct af_req *req, const c
     if (st != AF_DB_OK)
         return st;
     for (int i = 0; i < PQntuples(r); i++)
-        freeReplyObject(af_cache_command(ctx->cache, "SET af:rev:%s 1 EX %ld", PQgetvalue(r, i, 0),
-                                         ctx->cfg.access_ttl + 2 * 60));
+        af_session_mark_revoked(ctx, PQgetvalue(r, i, 0));
     PQclear(r);
     af_user_cache_drop(ctx, id);
     af_audit(ctx, req, "user_deleted", id, id, NULL, NULL);
