@@ -3,8 +3,9 @@
  * Expired verification codes and reset tokens; sessions ended (expired,
  * idle or revoked) more than [cleanup] keep_days ago, with their refresh
  * tokens; refresh tokens rotated longer ago than a session may stay idle;
- * sent and dead mail older than [mail] retention_days. Pending mail is never
- * touched. Each step deletes in batches of at most 5,000 rows, each batch
+ * sent and dead mail older than [mail] retention_days; revocations queued
+ * for Redis (session_cache_repairs) older than an access token can live.
+ * Pending mail is never touched. Each step deletes in batches of at most 5,000 rows, each batch
  * its own short transaction, so the command is idempotent, holds no long
  * locks and can run from several hosts at once: concurrent runs share the
  * work. Prints one line per table: "<table> <rows deleted>". */
@@ -13,8 +14,9 @@
 
 #include "cli.h"
 #include "db.h"
+#include "token.h"
 
-enum arg { ARG_NONE, ARG_KEEP_DAYS, ARG_RETENTION_DAYS, ARG_IDLE_SECONDS };
+enum arg { ARG_NONE, ARG_KEEP_DAYS, ARG_RETENTION_DAYS, ARG_IDLE_SECONDS, ARG_ACCESS_SECONDS };
 
 struct step {
     const char *table;
@@ -32,6 +34,7 @@ static const struct step steps[] = {
     {"mail_outbox",
      "status IN ('sent', 'dead') AND created_at < now() - make_interval(days => $1::int)",
      ARG_RETENTION_DAYS},
+    {"session_cache_repairs", "created_at < now() - make_interval(secs => $1::int)", ARG_ACCESS_SECONDS},
 };
 
 int af_cli_cleanup(const struct af_config *cfg, int argc, char **argv)
@@ -42,10 +45,11 @@ int af_cli_cleanup(const struct af_config *cfg, int argc, char **argv)
         return 2;
     }
     struct af_db *db = af_db_new(cfg->db_dsn, cfg->db_connect_timeout);
-    char args[4][24] = {""};
+    char args[5][24] = {""};
     snprintf(args[ARG_KEEP_DAYS], sizeof args[0], "%ld", cfg->cleanup_keep_days);
     snprintf(args[ARG_RETENTION_DAYS], sizeof args[0], "%ld", cfg->mail_retention_days);
     snprintf(args[ARG_IDLE_SECONDS], sizeof args[0], "%ld", cfg->refresh_idle_ttl);
+    snprintf(args[ARG_ACCESS_SECONDS], sizeof args[0], "%ld", cfg->access_ttl + 2 * AF_CLOCK_SKEW);
     int rc = 0;
     for (size_t i = 0; i < sizeof steps / sizeof steps[0] && rc == 0; i++) {
         char sql[1024];

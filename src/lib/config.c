@@ -81,6 +81,7 @@ static const struct key keys[] = {
     {"mail", "lease_seconds", K_INT, OFF(mail_lease), "120", 2, 86400, NULL},
     {"mail", "retention_days", K_INT, OFF(mail_retention_days), "30", 1, 3650, NULL},
     {"gate", "login_url", K_STR, OFF(gate_login_url), "", 0, 0, NULL},
+    {"gate", "session_memory_ms", K_INT, OFF(gate_session_memory_ms), "2000", 0, 60000, NULL},
     {"cleanup", "keep_days", K_INT, OFF(cleanup_keep_days), "7", 0, 3650, NULL},
     {"log", "level", K_ENUM, OFF(log_level), "info", 0, 0, "debug info warn error"},
 };

@@ -38,6 +38,7 @@ struct af_config {
     bool smtp_verify_peer;
     /* gate */
     char *gate_login_url;
+    long gate_session_memory_ms;
     /* cleanup */
     long cleanup_keep_days;
     /* log */

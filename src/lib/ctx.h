@@ -5,6 +5,7 @@
 #ifndef AF_CTX_H
 #define AF_CTX_H
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "cache.h"
 #include "config.h"
@@ -21,6 +22,11 @@ struct af_ctx {
     struct af_token_params token_params;
     struct af_password_cost cost;
     bool no_user_prefetch;          /* the gate: authentication needs no user object */
+    bool remember_sessions;         /* the gate: [gate] session_memory_ms applies */
+    /* Waiting revocations (session.c): the Redis connection they were
+     * last written to, and when to look for them again. */
+    unsigned long repaired_connection;
+    int64_t repair_due_us;
 };
 
 enum af_ctx_needs { AF_NEED_KEYS = 1 };

@@ -14,32 +14,223 @@
 #include "user.h"
 
 #define LIVE_CACHE_TTL 60
+#define REPAIR_INTERVAL_US 1000000
+#define REVOKED_CHANNEL "af:revoked"
+
+/* Sessions a gate process found live ([gate] session_memory_ms): sid ->
+ * when it was checked. Set-associative, oldest way replaced; a revocation
+ * published on REVOKED_CHANNEL removes its session. Per process. */
+#define MEMORY_SETS 1024
+#define MEMORY_WAYS 4
+struct remembered {
+    char sid[37];
+    int64_t checked_us;
+};
+static struct remembered *memory;
+
+static struct remembered *memory_set(const char *sid)
+{
+    if (!memory && !(memory = calloc((size_t)MEMORY_SETS * MEMORY_WAYS, sizeof *memory)))
+        return NULL;
+    /* Session ids are random: any of their characters spread well. */
+    unsigned h = 0;
+    for (int i = 0; sid[i] && i < 8; i++)
+        h = h * 31 + (unsigned char)sid[i];
+    return &memory[h % MEMORY_SETS * MEMORY_WAYS];
+}
+
+static void forget(void *arg, const char *sid, size_t len)
+{
+    (void)arg;
+    char id[37];
+    if (len != 36)
+        return;
+    memcpy(id, sid, 36);
+    id[36] = '\0';
+    struct remembered *set = memory_set(id);
+    for (int w = 0; set && w < MEMORY_WAYS; w++)
+        if (!strcmp(set[w].sid, id))
+            set[w].sid[0] = '\0';
+}
+
+static void remember(const char *sid, int64_t at)
+{
+    struct remembered *set = memory_set(sid), *victim = NULL;
+    for (int w = 0; set && w < MEMORY_WAYS; w++) {
+        if (!strcmp(set[w].sid, sid)) {
+            victim = &set[w];
+            break;
+        }
+        if (!victim || (victim->sid[0] && (!set[w].sid[0] || set[w].checked_us < victim->checked_us)))
+            victim = &set[w];
+    }
+    if (victim) {
+        snprintf(victim->sid, sizeof victim->sid, "%s", sid);
+        victim->checked_us = at;
+    }
+}
+
+/* Found live at most max_us ago, and not before covered_since. */
+static bool remembered(const char *sid, int64_t now, int64_t max_us, int64_t covered_since)
+{
+    struct remembered *set = memory_set(sid);
+    for (int w = 0; set && w < MEMORY_WAYS; w++)
+        if (!strcmp(set[w].sid, sid))
+            return set[w].checked_us >= covered_since && now - set[w].checked_us <= max_us;
+    return false;
+}
 
 static long revoked_mark_ttl(struct af_ctx *ctx)
 {
     return ctx->cfg.access_ttl + 2 * AF_CLOCK_SKEW;
 }
 
+/* The session check in one Redis round trip. A live mark holds the
+ * generation it was written in, and counts only while that is still the
+ * current one. Whenever Redis has answered no session check for longer
+ * than a pause (ARGV[1] ms, below the command timeout), a new generation
+ * starts: a Redis that hung long enough for a revocation to time out, or
+ * that restarted from a snapshot, vouches for no session it saw before.
+ * KEYS: af:rev:<sid>, af:sess:<sid>, af:sessgen (a hash: g generation, c the
+ * last check's time in ms)[, af:user:<uid>].
+ * Returns {revoked 0|1, live 0|1, generation, cached user or nil}. */
+static struct af_cache_script check_script = {
+    .source =
+        "local t = redis.call('TIME')\n"
+        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+        "local g = redis.call('HMGET', KEYS[3], 'g', 'c')\n"
+        "local gen, last = g[1], tonumber(g[2]) or 0\n"
+        "if not gen or now < last or now - last > tonumber(ARGV[1]) then\n"
+        "  gen = t[1] .. '.' .. t[2]\n"
+        "  redis.call('HSET', KEYS[3], 'g', gen, 'c', now)\n"
+        "elseif now - last >= 10 then\n"
+        "  redis.call('HSET', KEYS[3], 'c', now)\n"
+        "end\n"
+        "local v = redis.call('MGET', KEYS[1], KEYS[2], KEYS[4] or KEYS[1])\n"
+        "local rev = v[1] and 1 or 0\n"
+        "local live = (not v[1] and v[2] == gen) and 1 or 0\n"
+        "return {rev, live, gen, KEYS[4] and v[3] or false}\n",
+};
+
+/* The longest pause (ms) Redis may take between two session checks and
+ * still vouch for what it remembered: below both timeouts, so a Redis that
+ * hung long enough to fail a revocation has always paused longer. */
+static long pause_ms(struct af_ctx *ctx)
+{
+    long t = ctx->cfg.redis_command_timeout_ms < ctx->cfg.redis_connect_timeout_ms
+                 ? ctx->cfg.redis_command_timeout_ms
+                 : ctx->cfg.redis_connect_timeout_ms;
+    return t > 1 ? t / 2 : 1;
+}
+
+static bool mark_revoked(struct af_ctx *ctx, const char *sid)
+{
+    char rev[64], live[64], ttl[24];
+    snprintf(rev, sizeof rev, "af:rev:%s", sid);
+    snprintf(live, sizeof live, "af:sess:%s", sid);
+    snprintf(ttl, sizeof ttl, "%ld", revoked_mark_ttl(ctx));
+    const char *set[] = {"SET", rev, "1", "EX", ttl};
+    const char *del[] = {"DEL", live};
+    const char *pub[] = {"PUBLISH", REVOKED_CHANNEL, sid};
+    const char *const *cmds[] = {set, del, pub};
+    size_t argc[] = {5, 2, 3};
+    redisReply *replies[3];
+    /* A revocation does not wait out an earlier failure's pause. */
+    af_cache_retry_now(ctx->cache);
+    bool ok = af_cache_pipeline(ctx->cache, 3, cmds, argc, replies) && replies[0] && replies[1] &&
+              replies[2];
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(replies[i]);
+    return ok;
+}
+
+/* Writes the revocations waiting in session_cache_repairs to Redis and
+ * removes them; drops the ones too old to matter. */
+static void apply_repairs(struct af_ctx *ctx)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%ld", revoked_mark_ttl(ctx));
+    const char *p[] = {ttl};
+    PGresult *r;
+    if (af_db_exec(ctx->db, &r,
+                   "WITH old AS (DELETE FROM session_cache_repairs "
+                   "  WHERE created_at < now() - make_interval(secs => $1::int)) "
+                   "SELECT session_id FROM session_cache_repairs "
+                   "WHERE created_at >= now() - make_interval(secs => $1::int) LIMIT 1000",
+                   1, p) != AF_DB_OK)
+        return;
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *sid = PQgetvalue(r, i, 0);
+        if (!mark_revoked(ctx, sid))
+            break;
+        const char *d[] = {sid};
+        af_db_run(ctx->db, "DELETE FROM session_cache_repairs WHERE session_id = $1", 1, d);
+        af_log(AF_LOG_INFO, "revocation_cached", "session_id", sid, NULL);
+    }
+    PQclear(r);
+}
+
+static enum af_session_state check(struct af_ctx *ctx, struct af_req *req, const char *sid,
+                                   const char *user_id, const char **cached_user, int64_t now);
+
 enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, const char *sid,
                                        const char *user_id, const char **cached_user)
 {
-    redisReply *r = cached_user
-                        ? af_cache_command(ctx->cache, "MGET af:rev:%s af:sess:%s af:user:%s", sid, sid, user_id)
-                        : af_cache_command(ctx->cache, "MGET af:rev:%s af:sess:%s", sid, sid);
-    bool cache_up = r != NULL;
-    size_t want = cached_user ? 3 : 2;
+    int64_t now = af_now_us();
+    /* The gate first asks its memory: sound while its subscription to
+     * revocations has missed nothing since the session was checked. */
+    long memory_ms = ctx->remember_sessions && !cached_user ? ctx->cfg.gate_session_memory_ms : 0;
+    int64_t covered_since = 0;
+    bool listening = memory_ms > 0 &&
+                     af_cache_listen(ctx->cache, REVOKED_CHANNEL, pause_ms(ctx), forget, NULL, &covered_since);
+    if (listening && remembered(sid, now, memory_ms * 1000, covered_since))
+        return AF_SESSION_LIVE;
+    enum af_session_state st = check(ctx, req, sid, user_id, cached_user, now);
+    if (listening && st == AF_SESSION_LIVE)
+        remember(sid, now);
+    return st;
+}
+
+/* The session check through Redis, or PostgreSQL. */
+static enum af_session_state check(struct af_ctx *ctx, struct af_req *req, const char *sid,
+                                   const char *user_id, const char **cached_user, int64_t now)
+{
+    if (now >= ctx->repair_due_us) {
+        ctx->repair_due_us = now + REPAIR_INTERVAL_US;
+        apply_repairs(ctx);
+    }
+    char rev[64], live_key[64], user_key[64], pause[24];
+    snprintf(rev, sizeof rev, "af:rev:%s", sid);
+    snprintf(live_key, sizeof live_key, "af:sess:%s", sid);
+    snprintf(user_key, sizeof user_key, "af:user:%s", user_id);
+    snprintf(pause, sizeof pause, "%ld", pause_ms(ctx));
+    const char *keys[] = {rev, live_key, "af:sessgen", user_key};
+    const char *args[] = {pause};
+    redisReply *r = af_cache_eval(ctx->cache, &check_script, cached_user ? 4 : 3, keys, 1, args);
+    bool cache_up = r && r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+                    r->element[2]->type == REDIS_REPLY_STRING && r->element[2]->len < 40;
+    char gen[40] = "";
     if (cached_user)
         *cached_user = NULL;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == want) {
-        bool revoked = r->element[0]->type == REDIS_REPLY_STRING;
-        bool live = r->element[1]->type == REDIS_REPLY_STRING;
-        if (cached_user && r->element[2]->type == REDIS_REPLY_STRING)
-            *cached_user = af_arena_strndup(req->arena, r->element[2]->str, r->element[2]->len);
+    if (cache_up) {
+        bool revoked = r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1;
+        bool live = r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer == 1;
+        memcpy(gen, r->element[2]->str, r->element[2]->len);
+        gen[r->element[2]->len] = '\0';
+        if (cached_user && r->element[3]->type == REDIS_REPLY_STRING)
+            *cached_user = af_arena_strndup(req->arena, r->element[3]->str, r->element[3]->len);
         freeReplyObject(r);
-        if (revoked)
+        /* A new connection to Redis: revocations it may have missed are
+         * written first, and this answer is not trusted. */
+        if (af_cache_connections(ctx->cache) != ctx->repaired_connection) {
+            ctx->repaired_connection = af_cache_connections(ctx->cache);
+            ctx->repair_due_us = now + REPAIR_INTERVAL_US;
+            apply_repairs(ctx);
+        } else if (revoked) {
             return AF_SESSION_REVOKED;
-        if (live)
+        } else if (live) {
             return AF_SESSION_LIVE;
+        }
     } else {
         freeReplyObject(r);
     }
@@ -53,7 +244,7 @@ enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, c
     PQclear(res);
     if (cache_up) {
         if (live)
-            freeReplyObject(af_cache_command(ctx->cache, "SET af:sess:%s 1 EX %d", sid, LIVE_CACHE_TTL));
+            freeReplyObject(af_cache_command(ctx->cache, "SET af:sess:%s %s EX %d", sid, gen, LIVE_CACHE_TTL));
         else
             af_session_mark_revoked(ctx, sid);
     }
@@ -62,19 +253,14 @@ enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, c
 
 void af_session_mark_revoked(struct af_ctx *ctx, const char *sid)
 {
-    char rev[64], live[64], ttl[24];
-    snprintf(rev, sizeof rev, "af:rev:%s", sid);
-    snprintf(live, sizeof live, "af:sess:%s", sid);
-    snprintf(ttl, sizeof ttl, "%ld", revoked_mark_ttl(ctx));
-    const char *set[] = {"SET", rev, "1", "EX", ttl};
-    const char *del[] = {"DEL", live};
-    const char *const *cmds[] = {set, del};
-    size_t argc[] = {5, 2};
-    redisReply *replies[2];
-    if (!af_cache_pipeline(ctx->cache, 2, cmds, argc, replies))
-        af_log(AF_LOG_WARN, "revocation_not_cached", "session_id", sid, NULL);
-    freeReplyObject(replies[0]);
-    freeReplyObject(replies[1]);
+    if (mark_revoked(ctx, sid))
+        return;
+    /* Redis did not take it: the id waits in PostgreSQL until a responder
+     * can write it (apply_repairs). */
+    af_log(AF_LOG_WARN, "revocation_not_cached", "session_id", sid, NULL);
+    const char *p[] = {sid};
+    af_db_run(ctx->db, "INSERT INTO session_cache_repairs (session_id) VALUES ($1) "
+                       "ON CONFLICT (session_id) DO UPDATE SET created_at = now()", 1, p);
 }
 
 int af_session_revoke(struct af_ctx *ctx, const char *sid, const char *reason)

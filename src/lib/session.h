@@ -6,7 +6,15 @@
  * af:sess:<sid> remembers a live one for a minute. The revoked mark wins, so
  * a revocation is seen on the very next request; when Redis is unreachable
  * or has lost its data the answer comes from PostgreSQL, never from a guess.
- * Reading a session never writes to PostgreSQL. */
+ *
+ * A live mark must not outlive a revocation Redis never heard of (Redis hung
+ * or restarted while a session was revoked), so: a live mark belongs to a
+ * generation that ends whenever Redis pauses longer than half its timeout;
+ * a revocation Redis could not take waits in PostgreSQL
+ * (session_cache_repairs) and is written to Redis by the next responder to
+ * connect to Redis, and by every responder at least once a second; and the
+ * first answer on a new Redis connection is checked in PostgreSQL.
+ * Reading a session never writes to PostgreSQL otherwise. */
 #ifndef AF_SESSION_H
 #define AF_SESSION_H
 #include <stdbool.h>
@@ -52,7 +60,8 @@ int af_session_revoke_own(struct af_ctx *ctx, const char *user_id, const char *s
                           const char *reason);
 /* GET /users/me/sessions: the caller's live sessions, newest first. */
 void af_session_list(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
-/* Marks a session revoked in Redis (after PostgreSQL has it). */
+/* Marks a session revoked in Redis (after PostgreSQL has it); when Redis
+ * cannot take it, queues it in session_cache_repairs. */
 void af_session_mark_revoked(struct af_ctx *ctx, const char *sid);
 /* Expiring cookies, for logout. */
 void af_session_clear_cookies(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);

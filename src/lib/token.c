@@ -19,7 +19,12 @@
 #include "util.h"
 
 #define MAX_KEYS 16
-#define CACHE_SLOTS 2048
+/* Verified tokens: a set-associative cache of CACHE_SETS x CACHE_WAYS
+ * slots, least recently used way replaced, so that a few hundred busy
+ * tokens do not evict each other. Allocated on first use; pages are only
+ * touched as slots fill. */
+#define CACHE_SETS 1024
+#define CACHE_WAYS 4
 #define MAX_TOKEN_LEN 4096
 
 struct key {
@@ -32,7 +37,7 @@ struct key {
 
 struct cache_slot {
     unsigned char hash[32];
-    bool used;
+    unsigned long used;         /* 0: empty; else the tick of the last hit */
     struct af_claims claims;
 };
 
@@ -42,6 +47,7 @@ struct af_keyset {
     int current;
     char *jwks;
     struct cache_slot *cache;   /* allocated on first verification */
+    unsigned long tick;
 };
 
 static char *bio_text(BIO *b, size_t *len)
@@ -382,6 +388,20 @@ static bool aud_ok(json_object *g, const char *audience)
     return false;
 }
 
+/* Whether e should be replaced rather than cur when a token is added: an
+ * empty way first, then an expired one, then the least recently used. */
+static bool better_victim(const struct cache_slot *e, const struct cache_slot *cur, time_t now)
+{
+    if (!cur)
+        return true;
+    if (!cur->used || !e->used)
+        return !e->used && cur->used;
+    bool e_old = now > e->claims.exp + AF_CLOCK_SKEW, cur_old = now > cur->claims.exp + AF_CLOCK_SKEW;
+    if (e_old != cur_old)
+        return e_old;
+    return e->used < cur->used;
+}
+
 enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token_params *p,
                                      const char *token, time_t now, struct af_claims *out)
 {
@@ -391,17 +411,24 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
     unsigned char h[32];
     af_sha256(token, len, h);
     if (!ks->cache)
-        ks->cache = calloc(CACHE_SLOTS, sizeof *ks->cache);
+        ks->cache = calloc((size_t)CACHE_SETS * CACHE_WAYS, sizeof *ks->cache);
     struct cache_slot *slot = NULL;
     if (ks->cache) {
-        slot = &ks->cache[(h[0] | h[1] << 8) % CACHE_SLOTS];
-        if (slot->used && memcmp(slot->hash, h, 32) == 0) {
-            if (now > slot->claims.exp + AF_CLOCK_SKEW)
-                return AF_TOKEN_EXPIRED;
-            if (slot->claims.nbf > now + AF_CLOCK_SKEW)
-                return AF_TOKEN_INVALID;
-            *out = slot->claims;
-            return AF_TOKEN_OK;
+        struct cache_slot *set = &ks->cache[((unsigned)h[0] | (unsigned)h[1] << 8) % CACHE_SETS * CACHE_WAYS];
+        ks->tick++;
+        for (int w = 0; w < CACHE_WAYS; w++) {
+            struct cache_slot *e = &set[w];
+            if (e->used && memcmp(e->hash, h, 32) == 0) {
+                if (now > e->claims.exp + AF_CLOCK_SKEW)
+                    return AF_TOKEN_EXPIRED;
+                if (e->claims.nbf > now + AF_CLOCK_SKEW)
+                    return AF_TOKEN_INVALID;
+                e->used = ks->tick;
+                *out = e->claims;
+                return AF_TOKEN_OK;
+            }
+            if (better_victim(e, slot, now))
+                slot = e;
         }
     }
 
@@ -456,7 +483,7 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
     if (slot) {
         memcpy(slot->hash, h, 32);
         slot->claims = c;
-        slot->used = true;
+        slot->used = ks->tick;
     }
 done:
     json_object_put(g);

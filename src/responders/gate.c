@@ -20,6 +20,7 @@ int main(int argc, char **argv)
     if (af_ctx_init(&ctx, "authflow-gate", NULL, AF_NEED_KEYS) < 0)
         return 1;
     ctx.no_user_prefetch = true;
+    ctx.remember_sessions = true;
     int rc = af_serve(&ctx, routes, sizeof routes / sizeof routes[0]);
     af_ctx_free(&ctx);
     return rc;

@@ -13,7 +13,7 @@ load mail-helpers
 setup_file() { af_stack_up AUTHFLOW_MAILER=0; }
 teardown_file() { af_stack_down; }
 
-TABLES=(email_verifications password_resets sessions refresh_tokens mail_outbox)
+TABLES=(email_verifications password_resets sessions refresh_tokens mail_outbox session_cache_repairs)
 
 setup() {
     KEEP=$(conf_get cleanup keep_days)
@@ -204,6 +204,23 @@ api_session() {
     for t in "${TABLES[@]}"; do
         assert_equal "$t $(deleted "$t")" "$t 0"
     done
+}
+
+@test "cleanup: revocations queued for Redis go once no access token they concern can be valid" {
+    cleanup
+    assert_cleanup_output
+    local ttl old=$(uuid) new=$(uuid)
+    ttl=$(conf_get tokens access_ttl)
+    : "${ttl:=900}"
+    # Access tokens live access_ttl, plus the clock skew (60 s) either side.
+    sql "INSERT INTO session_cache_repairs (session_id, created_at) VALUES
+           (:'old', now() - make_interval(secs => :ttl + 121)),
+           (:'new', now() - make_interval(secs => :ttl + 60))" old="$old" new="$new" ttl="$ttl"
+    cleanup
+    assert_cleanup_output
+    assert_equal "$(exists session_cache_repairs "session_id = '$old'")" 0
+    assert_equal "$(exists session_cache_repairs "session_id = '$new'")" 1
+    sql "DELETE FROM session_cache_repairs WHERE session_id = :'new'" new="$new"
 }
 
 @test "cleanup: two runs at once both exit 0 and delete each row once" {

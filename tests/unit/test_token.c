@@ -667,6 +667,37 @@ static void test_malformed(struct af_keyset *ks)
     free(pad);
 }
 
+/* Enough tokens that some cache sets overflow (1,500 over 1,024 sets of 4
+ * ways), each verified several times in turns: every answer right,
+ * whatever the cache kept. */
+static void test_many(struct af_keyset *ks)
+{
+    enum { N = 1500 };
+    static char *tokens[N];
+    static char subs[N][37];
+    int signed_ok = 0, wrong = 0;
+    for (int i = 0; i < N; i++) {
+        struct af_claims c;
+        tokens[i] = sign(ks, &c);
+        memcpy(subs[i], c.sub, sizeof subs[i]);
+        signed_ok += tokens[i] != NULL;
+    }
+    ok(signed_ok == N, "%d tokens signed", N);
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < N; i++) {
+            /* The first 300 again and again, the rest once a round. */
+            int k = round == 1 && i % 2 ? i % 300 : i;
+            struct af_claims out;
+            if (!tokens[k] || af_token_verify(ks, &P, tokens[k], time(NULL), &out) != AF_TOKEN_OK ||
+                strcmp(out.sub, subs[k]) != 0)
+                wrong++;
+        }
+    ok(wrong == 0, "%d tokens verified in three rounds: each answer OK with its own claims (%d wrong)", N,
+       wrong);
+    for (int i = 0; i < N; i++)
+        free(tokens[i]);
+}
+
 int main(void)
 {
     if (sodium_init() < 0) {
@@ -692,6 +723,7 @@ int main(void)
         test_time();
         test_forgeries(ks_es);
         test_malformed(ks_es);
+        test_many(ks_es);
     }
     af_keyset_free(ks_es);
     af_keyset_free(ks_rs);
