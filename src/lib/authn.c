@@ -108,12 +108,6 @@ bool af_authenticate(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         af_resp_header(resp, req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
         return false;
     }
-    char dfp[65];
-    af_fingerprint(ctx, req, dfp);
-    if (!af_streq_ct(dfp, req->claims.dfp)) {
-        af_resp_problem(resp, req, 401, "invalid_token", "The access token belongs to another device.");
-        return false;
-    }
     switch (af_session_check(ctx, req, req->claims.sid, req->claims.sub,
                              ctx->no_user_prefetch ? NULL : &req->cached_user)) {
     case AF_SESSION_LIVE:
@@ -123,6 +117,13 @@ bool af_authenticate(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         return false;
     default:
         af_resp_problem(resp, req, 401, "session_revoked", "The session has ended.");
+        return false;
+    }
+    /* The device after the session, in API.md's order. */
+    char dfp[65];
+    af_fingerprint(ctx, req, dfp);
+    if (!af_streq_ct(dfp, req->claims.dfp)) {
+        af_resp_problem(resp, req, 401, "invalid_token", "The access token belongs to another device.");
         return false;
     }
     req->authenticated = true;

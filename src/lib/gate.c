@@ -68,9 +68,28 @@ static void percent_encode(struct af_req *req, const char *s, char **out)
     *out = b;
 }
 
+/* An nginx auth_request subrequest (GATE_MODE=1 from the location's
+ * fastcgi_param) can only answer 2xx, 401 or 403, and nginx keeps its body:
+ * the denial travels in headers for the configuration to answer with
+ * (etc/nginx/authflow.conf, @authflow_denied): X-Auth-Status, the real
+ * status; X-Auth-Problem, the problem+json body on one line. */
+static void subrequest_denial(struct af_req *req, struct af_resp *resp)
+{
+    char *problem = af_arena_strdup(req->arena, resp->body ? resp->body : "");
+    for (char *p = problem; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            *p = ' ';
+    af_resp_header(resp, req, "X-Auth-Status", af_arena_printf(req->arena, "%d", resp->status));
+    af_resp_header(resp, req, "X-Auth-Problem", problem);
+    if (resp->status != 401 && resp->status != 403)
+        resp->status = 401;
+}
+
 void af_gate(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
 {
     bool authorizer = req->role && !strcmp(req->role, "AUTHORIZER");
+    const char *mode = authorizer ? NULL : af_req_var(req, "GATE_MODE");
+    bool subrequest = mode && !strcmp(mode, "1");
     if (!af_authenticate(ctx, req, resp)) {
         /* A browser asking for a page is sent to the login page instead,
          * with where it was going as a relative path. */
@@ -79,17 +98,26 @@ void af_gate(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
             char *ret;
             percent_encode(req, af_gate_return_path(uri), &ret);
             const char *url = ctx->cfg.gate_login_url;
-            resp->nheaders = 0;
-            af_resp_empty(resp, 302);
-            af_resp_header(resp, req, "Location",
-                           af_arena_printf(req->arena, "%s%sreturn_to=%s", url,
-                                           strchr(url, '?') ? "&" : "?", ret));
+            const char *location = af_arena_printf(req->arena, "%s%sreturn_to=%s", url,
+                                                   strchr(url, '?') ? "&" : "?", ret);
+            if (subrequest) {
+                af_resp_header(resp, req, "X-Auth-Redirect", location);
+            } else {
+                resp->nheaders = 0;
+                af_resp_empty(resp, 302);
+                af_resp_header(resp, req, "Location", location);
+                return;
+            }
         }
+        if (subrequest)
+            subrequest_denial(req, resp);
         return;
     }
     const char *need = af_req_var(req, "AUTHFLOW_REQUIRE_ROLE");
     if (need && *need && !af_has_role(req, need)) {
         af_resp_problem(resp, req, 403, "forbidden", "This location needs another role.");
+        if (subrequest)
+            subrequest_denial(req, resp);
         return;
     }
     const char *roles = roles_csv(req);

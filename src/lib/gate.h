@@ -2,8 +2,12 @@
  * application's location, from a live session with the required role?
  *
  * One check for every way a web server asks: as a FastCGI Authorizer
- * (lighttpd "mode" => "authorizer", Apache mod_authnz_fcgi), and as a plain
- * responder (GET /auth/verify: nginx auth_request, scripts). The order of
+ * (lighttpd "mode" => "authorizer", Apache mod_authnz_fcgi), as a plain
+ * responder (GET /auth/verify, for scripts), and for nginx auth_request
+ * subrequests (GATE_MODE=1, any path): nginx answers a subrequest's 401 or
+ * 403 itself, so there the denial also travels in X-Auth-Status,
+ * X-Auth-Problem (the problem+json) and X-Auth-Redirect (the login page)
+ * for etc/nginx/authflow.conf to answer with. The order of
  * the checks is API.md's: a token is present; signature, kid, alg, iss,
  * aud, exp/nbf; the session is live (Redis, else PostgreSQL); the device
  * fingerprint; the role the location requires.
