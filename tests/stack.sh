@@ -518,6 +518,9 @@ start_nginx() {
 				set \$authflow_app_socket $R/echo.sock;
 				set \$authflow_files_root $R/private;
 				include snippets/authflow/authflow-gate.conf;
+				# A regular-expression location, as a PHP set-up has: the
+				# gate's locations must keep their paths from it.
+				location ~ \.php\$ { return 200 "not gated\\n"; }
 			}
 		}
 	EOF

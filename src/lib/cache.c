@@ -252,7 +252,6 @@ static void sub_drop(struct af_cache *c, const char *why)
 static bool sub_open(struct af_cache *c, const char *channel)
 {
     const char *why;
-    int64_t sent = af_now_us();
     c->sub = open_connection(c->cfg, &why);
     if (!c->sub) {
         c->sub_down_until = af_now_us() + RETRY_AFTER_US;
@@ -268,21 +267,24 @@ static bool sub_open(struct af_cache *c, const char *channel)
         sub_drop(c, "SUBSCRIBE failed");
         return false;
     }
-    /* The confirmation counts as an answered PING sent when connecting. */
+    /* The confirmation counts as an answered PING; coverage starts once it
+     * is here. */
     c->ping_at = 0;
-    c->answered_ping_at = c->covered_since = sent;
+    c->answered_ping_at = c->covered_since = af_now_us();
     return true;
 }
 
 /* A PONG: Redis ran between the PING's sending and now. Coverage goes on
- * when the previous answered PING was sent at most the lag before. */
+ * when the previous answered PING was sent at most the lag before;
+ * otherwise Redis may have hung at any moment until now, and coverage
+ * starts again from now. */
 static void sub_pong(struct af_cache *c)
 {
     int64_t now = af_now_us();
     if (!c->ping_at)
         return;
     if (now - c->answered_ping_at > c->lag_us)
-        c->covered_since = c->ping_at;
+        c->covered_since = now;
     c->answered_ping_at = c->ping_at;
     c->ping_at = 0;
 }
@@ -305,7 +307,13 @@ bool af_cache_listen(struct af_cache *c, const char *channel, long max_lag_ms, a
     c->lag_us = max_lag_ms * 1000;
     if (!c->sub && (af_now_us() < c->sub_down_until || !sub_open(c, channel)))
         return false;
-    /* Everything that has arrived, without waiting. */
+    /* Replies already read (with the SUBSCRIBE confirmation), then
+     * everything that has arrived, without waiting. */
+    void *pending;
+    while (redisReaderGetReply(c->sub->reader, &pending) == REDIS_OK && pending) {
+        sub_reply(c, pending, fn, arg);
+        freeReplyObject(pending);
+    }
     for (;;) {
         char buf[16384];
         ssize_t n = recv(c->sub->fd, buf, sizeof buf, MSG_DONTWAIT);

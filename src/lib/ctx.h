@@ -23,6 +23,7 @@ struct af_ctx {
     struct af_password_cost cost;
     bool no_user_prefetch;          /* the gate: authentication needs no user object */
     bool remember_sessions;         /* the gate: [gate] session_memory_ms applies */
+    bool ignore_body;               /* the gate: never reads a request body */
     /* Waiting revocations (session.c): the Redis connection they were
      * last written to, and when to look for them again. */
     unsigned long repaired_connection;

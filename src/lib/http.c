@@ -441,7 +441,8 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
     } else {
         req.request_id = next_request_id(arena);
     }
-    read_body(ctx, r, &req);
+    if (!ctx->ignore_body)
+        read_body(ctx, r, &req);
     /* Read the input to its end (a GET's is the empty stdin record): a web
      * server still writing it when the connection closes counts an error
      * (Apache's mod_proxy_fcgi: "sending empty stdin"). An Authorizer gets

@@ -16,6 +16,10 @@
 #define LIVE_CACHE_TTL 60
 #define REPAIR_INTERVAL_US 1000000
 #define REVOKED_CHANNEL "af:revoked"
+/* Seconds between two updates of a session's last_seen_at. */
+#define SEEN_INTERVAL 60
+#define AF_STR_(x) #x
+#define AF_STR(x) AF_STR_(x)
 
 /* Sessions a gate process found live ([gate] session_memory_ms): sid ->
  * when it was checked. Set-associative, oldest way replaced; a revocation
@@ -70,13 +74,20 @@ static void remember(const char *sid, int64_t at)
     }
 }
 
-/* Found live at most max_us ago, and not before covered_since. */
+/* Found live not before covered_since, and recently: each session is
+ * remembered for between half of max_us and max_us (the share fixed by its
+ * id), so that sessions first seen together are not all checked again at
+ * the same moment. */
 static bool remembered(const char *sid, int64_t now, int64_t max_us, int64_t covered_since)
 {
     struct remembered *set = memory_set(sid);
+    unsigned spread = 0;
+    for (size_t i = 24; i < 36 && i < strlen(sid); i++)
+        spread = spread * 31 + (unsigned char)sid[i];
+    int64_t keep = max_us / 2 + (int64_t)(spread % 1024) * (max_us / 2) / 1024;
     for (int w = 0; set && w < MEMORY_WAYS; w++)
         if (!strcmp(set[w].sid, sid))
-            return set[w].checked_us >= covered_since && now - set[w].checked_us <= max_us;
+            return set[w].checked_us >= covered_since && now - set[w].checked_us <= keep;
     return false;
 }
 
@@ -91,9 +102,14 @@ static long revoked_mark_ttl(struct af_ctx *ctx)
  * than a pause (ARGV[1] ms, below the command timeout), a new generation
  * starts: a Redis that hung long enough for a revocation to time out, or
  * that restarted from a snapshot, vouches for no session it saw before.
+ * A live session also gets af:seen:<sid> for a minute; when that is new,
+ * the caller moves the session's last_seen_at in PostgreSQL: at most once a
+ * minute, never per request.
  * KEYS: af:rev:<sid>, af:sess:<sid>, af:sessgen (a hash: g generation, c the
- * last check's time in ms)[, af:user:<uid>].
- * Returns {revoked 0|1, live 0|1, generation, cached user or nil}. */
+ * last check's time in ms), af:seen:<sid>[, af:user:<uid>].
+ * ARGV: the longest pause (ms), the af:seen lifetime (s).
+ * Returns {revoked 0|1, live 0|1, generation, cached user or nil, seen is
+ * new 0|1}. */
 static struct af_cache_script check_script = {
     .source =
         "local t = redis.call('TIME')\n"
@@ -106,10 +122,12 @@ static struct af_cache_script check_script = {
         "elseif now - last >= 10 then\n"
         "  redis.call('HSET', KEYS[3], 'c', now)\n"
         "end\n"
-        "local v = redis.call('MGET', KEYS[1], KEYS[2], KEYS[4] or KEYS[1])\n"
+        "local v = redis.call('MGET', KEYS[1], KEYS[2], KEYS[5] or KEYS[1])\n"
         "local rev = v[1] and 1 or 0\n"
         "local live = (not v[1] and v[2] == gen) and 1 or 0\n"
-        "return {rev, live, gen, KEYS[4] and v[3] or false}\n",
+        "local seen = 0\n"
+        "if live == 1 and redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[2]) then seen = 1 end\n"
+        "return {rev, live, gen, KEYS[5] and v[3] or false, seen}\n",
 };
 
 /* The longest pause (ms) Redis may take between two session checks and
@@ -135,18 +153,23 @@ static bool mark_revoked(struct af_ctx *ctx, const char *sid)
     const char *const *cmds[] = {set, del, pub};
     size_t argc[] = {5, 2, 3};
     redisReply *replies[3];
-    /* A revocation does not wait out an earlier failure's pause. */
-    af_cache_retry_now(ctx->cache);
-    bool ok = af_cache_pipeline(ctx->cache, 3, cmds, argc, replies) && replies[0] && replies[1] &&
-              replies[2];
-    for (int i = 0; i < 3; i++)
-        freeReplyObject(replies[i]);
+    /* A revocation does not wait out an earlier failure's pause, and tries
+     * a fresh connection once when the one it had failed (closed by Redis
+     * or a firewall while idle). The commands can be repeated. */
+    bool ok = false;
+    for (int attempt = 0; attempt < 2 && !ok; attempt++) {
+        af_cache_retry_now(ctx->cache);
+        ok = af_cache_pipeline(ctx->cache, 3, cmds, argc, replies) && replies[0] && replies[1] && replies[2];
+        for (int i = 0; i < 3; i++)
+            freeReplyObject(replies[i]);
+    }
     return ok;
 }
 
 /* Writes the revocations waiting in session_cache_repairs to Redis and
- * removes them; drops the ones too old to matter. */
-static void apply_repairs(struct af_ctx *ctx)
+ * removes them; drops the ones too old to matter. False when some could not
+ * be read or written. */
+static bool apply_repairs(struct af_ctx *ctx)
 {
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%ld", revoked_mark_ttl(ctx));
@@ -158,16 +181,19 @@ static void apply_repairs(struct af_ctx *ctx)
                    "SELECT session_id FROM session_cache_repairs "
                    "WHERE created_at >= now() - make_interval(secs => $1::int) LIMIT 1000",
                    1, p) != AF_DB_OK)
-        return;
-    for (int i = 0; i < PQntuples(r); i++) {
+        return false;
+    bool ok = true;
+    for (int i = 0; i < PQntuples(r) && ok; i++) {
         const char *sid = PQgetvalue(r, i, 0);
-        if (!mark_revoked(ctx, sid))
+        ok = mark_revoked(ctx, sid);
+        if (!ok)
             break;
         const char *d[] = {sid};
         af_db_run(ctx->db, "DELETE FROM session_cache_repairs WHERE session_id = $1", 1, d);
         af_log(AF_LOG_INFO, "revocation_cached", "session_id", sid, NULL);
     }
     PQclear(r);
+    return ok;
 }
 
 static enum af_session_state check(struct af_ctx *ctx, struct af_req *req, const char *sid,
@@ -177,6 +203,12 @@ enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, c
                                        const char *user_id, const char **cached_user)
 {
     int64_t now = af_now_us();
+    /* Revocations Redis missed are written (and published) at least once a
+     * second, before any answer from memory. */
+    if (now >= ctx->repair_due_us) {
+        ctx->repair_due_us = now + REPAIR_INTERVAL_US;
+        apply_repairs(ctx);
+    }
     /* The gate first asks its memory: sound while its subscription to
      * revocations has missed nothing since the session was checked. */
     long memory_ms = ctx->remember_sessions && !cached_user ? ctx->cfg.gate_session_memory_ms : 0;
@@ -186,28 +218,41 @@ enum af_session_state af_session_check(struct af_ctx *ctx, struct af_req *req, c
     if (listening && remembered(sid, now, memory_ms * 1000, covered_since))
         return AF_SESSION_LIVE;
     enum af_session_state st = check(ctx, req, sid, user_id, cached_user, now);
-    if (listening && st == AF_SESSION_LIVE)
+    /* Remembered only if the subscription covered the whole check: a hang
+     * during it could hide a revocation that failed meanwhile. */
+    int64_t covered_after = 0;
+    if (listening && st == AF_SESSION_LIVE &&
+        af_cache_listen(ctx->cache, REVOKED_CHANNEL, pause_ms(ctx), forget, NULL, &covered_after) &&
+        covered_after <= now)
         remember(sid, now);
     return st;
+}
+
+/* Moves last_seen_at (Redis said a minute has passed since the last time;
+ * PostgreSQL checks again). A failure costs only the timestamp. */
+static void touch(struct af_ctx *ctx, const char *sid)
+{
+    const char *p[] = {sid};
+    af_db_run(ctx->db,
+              "UPDATE sessions SET last_seen_at = now() WHERE id = $1 "
+              "AND last_seen_at < now() - make_interval(secs => " AF_STR(SEEN_INTERVAL) ")", 1, p);
 }
 
 /* The session check through Redis, or PostgreSQL. */
 static enum af_session_state check(struct af_ctx *ctx, struct af_req *req, const char *sid,
                                    const char *user_id, const char **cached_user, int64_t now)
 {
-    if (now >= ctx->repair_due_us) {
-        ctx->repair_due_us = now + REPAIR_INTERVAL_US;
-        apply_repairs(ctx);
-    }
-    char rev[64], live_key[64], user_key[64], pause[24];
+    char rev[64], live_key[64], seen_key[64], user_key[64], pause[24], seen_ttl[24];
     snprintf(rev, sizeof rev, "af:rev:%s", sid);
     snprintf(live_key, sizeof live_key, "af:sess:%s", sid);
+    snprintf(seen_key, sizeof seen_key, "af:seen:%s", sid);
     snprintf(user_key, sizeof user_key, "af:user:%s", user_id);
     snprintf(pause, sizeof pause, "%ld", pause_ms(ctx));
-    const char *keys[] = {rev, live_key, "af:sessgen", user_key};
-    const char *args[] = {pause};
-    redisReply *r = af_cache_eval(ctx->cache, &check_script, cached_user ? 4 : 3, keys, 1, args);
-    bool cache_up = r && r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+    snprintf(seen_ttl, sizeof seen_ttl, "%d", SEEN_INTERVAL);
+    const char *keys[] = {rev, live_key, "af:sessgen", seen_key, user_key};
+    const char *args[] = {pause, seen_ttl};
+    redisReply *r = af_cache_eval(ctx->cache, &check_script, cached_user ? 5 : 4, keys, 2, args);
+    bool cache_up = r && r->type == REDIS_REPLY_ARRAY && r->elements == 5 &&
                     r->element[2]->type == REDIS_REPLY_STRING && r->element[2]->len < 40;
     char gen[40] = "";
     if (cached_user)
@@ -215,6 +260,7 @@ static enum af_session_state check(struct af_ctx *ctx, struct af_req *req, const
     if (cache_up) {
         bool revoked = r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1;
         bool live = r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer == 1;
+        bool seen = r->element[4]->type == REDIS_REPLY_INTEGER && r->element[4]->integer == 1;
         memcpy(gen, r->element[2]->str, r->element[2]->len);
         gen[r->element[2]->len] = '\0';
         if (cached_user && r->element[3]->type == REDIS_REPLY_STRING)
@@ -223,12 +269,14 @@ static enum af_session_state check(struct af_ctx *ctx, struct af_req *req, const
         /* A new connection to Redis: revocations it may have missed are
          * written first, and this answer is not trusted. */
         if (af_cache_connections(ctx->cache) != ctx->repaired_connection) {
-            ctx->repaired_connection = af_cache_connections(ctx->cache);
-            ctx->repair_due_us = now + REPAIR_INTERVAL_US;
-            apply_repairs(ctx);
+            unsigned long conn = af_cache_connections(ctx->cache);
+            if (apply_repairs(ctx))
+                ctx->repaired_connection = conn;
         } else if (revoked) {
             return AF_SESSION_REVOKED;
         } else if (live) {
+            if (seen)
+                touch(ctx, sid);
             return AF_SESSION_LIVE;
         }
     } else {
@@ -236,17 +284,31 @@ static enum af_session_state check(struct af_ctx *ctx, struct af_req *req, const
     }
     const char *p[] = {sid};
     PGresult *res;
+    /* Also moves last_seen_at of a live session, at most once a minute. */
     enum af_db_status st = af_db_exec(ctx->db, &res,
-        "SELECT revoked_at IS NULL AND expires_at > now() FROM sessions WHERE id = $1", 1, p);
+        "WITH s AS (SELECT id, revoked_at IS NULL AND expires_at > now() AS live, "
+        "    last_seen_at < now() - make_interval(secs => " AF_STR(SEEN_INTERVAL) ") AS stale "
+        "  FROM sessions WHERE id = $1), "
+        "u AS (UPDATE sessions SET last_seen_at = now() FROM s WHERE sessions.id = s.id AND s.live AND s.stale) "
+        "SELECT live FROM s", 1, p);
     if (st != AF_DB_OK)
         return AF_SESSION_UNAVAILABLE;
     bool live = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
     if (cache_up) {
-        if (live)
-            freeReplyObject(af_cache_command(ctx->cache, "SET af:sess:%s %s EX %d", sid, gen, LIVE_CACHE_TTL));
-        else
+        if (live) {
+            /* The live mark, and the minute the statement above covered. */
+            const char *mark[] = {"SET", live_key, gen, "EX", AF_STR(LIVE_CACHE_TTL)};
+            const char *seen[] = {"SET", seen_key, "1", "NX", "EX", seen_ttl};
+            const char *const *cmds[] = {mark, seen};
+            size_t argc[] = {5, 6};
+            redisReply *replies[2];
+            af_cache_pipeline(ctx->cache, 2, cmds, argc, replies);
+            freeReplyObject(replies[0]);
+            freeReplyObject(replies[1]);
+        } else {
             af_session_mark_revoked(ctx, sid);
+        }
     }
     return live ? AF_SESSION_LIVE : AF_SESSION_REVOKED;
 }

@@ -14,7 +14,9 @@
  * (session_cache_repairs) and is written to Redis by the next responder to
  * connect to Redis, and by every responder at least once a second; and the
  * first answer on a new Redis connection is checked in PostgreSQL.
- * Reading a session never writes to PostgreSQL otherwise. */
+ * Reading a session writes to PostgreSQL only to move its last_seen_at, at
+ * most once a minute (af:seen:<sid> in Redis, and the UPDATE's own
+ * condition). */
 #ifndef AF_SESSION_H
 #define AF_SESSION_H
 #include <stdbool.h>

@@ -21,6 +21,9 @@ int main(int argc, char **argv)
         return 1;
     ctx.no_user_prefetch = true;
     ctx.remember_sessions = true;
+    /* A subrequest (nginx auth_request) may announce the main request's
+     * Content-Length without sending its body. */
+    ctx.ignore_body = true;
     int rc = af_serve(&ctx, routes, sizeof routes / sizeof routes[0]);
     af_ctx_free(&ctx);
     return rc;

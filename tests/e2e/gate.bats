@@ -437,6 +437,32 @@ redis_start() {
     [[ $body != *"secret page"* ]] || _af_fail "the file's content came with the refusal"
 }
 
+@test "a protected path a regular-expression location could claim (.php) is still gated" {
+    # The nginx stack has such a location, as a PHP set-up would.
+    local p
+    p=$(upath /app/x).php
+    api GET "$p"
+    assert_problem 401 unauthorized
+    refute_backend_reached "$p"
+    new_account
+    p=$(upath /app/x).php
+    api GET "$p" -H "Authorization: Bearer $ACCESS"
+    assert_backend_reached "$p"
+}
+
+@test "a POST with a body above max_body_bytes to a protected location: the gate still decides" {
+    new_account
+    local p max
+    max=$(conf_get server max_body_bytes)
+    p=$(upath /app/post)
+    head -c $((${max:-65536} + 1000)) /dev/zero | tr '\0' x >"$BATS_TEST_TMPDIR/big"
+    api POST "$p" -H "Authorization: Bearer $ACCESS" -H 'Content-Type: text/plain' \
+        --data-binary "@$BATS_TEST_TMPDIR/big"
+    assert_backend_reached "$p"
+    api POST "$p" -H 'Content-Type: text/plain' --data-binary "@$BATS_TEST_TMPDIR/big"
+    assert_problem 401 unauthorized
+}
+
 @test "GET /api/v1/auth/verify: 200 with the identity as JSON and X-Auth-* headers; 401 without a token" {
     new_account
     api GET "$API/auth/verify" -H "Authorization: Bearer $ACCESS"

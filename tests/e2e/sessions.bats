@@ -4,6 +4,7 @@
 # is refused on the very next request, with no wait.
 
 load helpers
+load mail-helpers
 
 setup_file() { af_stack_up AUTHFLOW_AUTH_REQUIRE_VERIFIED_EMAIL=false; }
 teardown_file() { af_stack_down; }
@@ -69,6 +70,30 @@ teardown_file() { af_stack_down; }
     assert_problem 401 session_revoked
     me "$other"
     assert_status 200
+}
+
+# seen_age SID: seconds since the session's last_seen_at.
+seen_age() { sql "SELECT extract(epoch FROM now() - last_seen_at)::int FROM sessions WHERE id = :'s'" s="$1"; }
+
+@test "last_seen_at moves with use, at most once a minute" {
+    new_account
+    local sid=$SESSION_ID
+    # As if the session had been idle for five minutes.
+    sql "UPDATE sessions SET last_seen_at = now() - interval '5 minutes' WHERE id = :'s'" s="$sid"
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" DEL "af:seen:$sid" >/dev/null
+    me "$ACCESS"
+    assert_status 200
+    (($(seen_age "$sid") <= 5)) || fail "last_seen_at not moved by a request: $(seen_age "$sid") s old"
+    # Within the minute, requests leave it alone (not written per request).
+    local t1
+    t1=$(sql "SELECT last_seen_at FROM sessions WHERE id = :'s'" s="$sid")
+    sleep 1.1
+    me "$ACCESS"
+    me "$ACCESS"
+    assert_status 200
+    assert_equal "$(sql "SELECT last_seen_at FROM sessions WHERE id = :'s'" s="$sid")" "$t1"
+    api GET "$API/users/me/sessions" -H "Authorization: Bearer $ACCESS"
+    assert_json ".[] | select(.id == \"$sid\") | .last_seen_at | type == \"string\""
 }
 
 @test "sessions endpoints need a token" {
