@@ -603,6 +603,20 @@ redis_start() {
         "/app/x/../admin/$(upath t)"; do
         assert_refused "$p" 403 forbidden -H "Authorization: Bearer $ACCESS" --path-as-is
     done
+    # An encoded slash: 403, or 404 where the server refuses encoded slashes
+    # outright (Apache's default); never the backend.
+    local tag
+    tag=$(upath t)
+    api GET "/app/admin%2f$tag" -H "Authorization: Bearer $ACCESS" --path-as-is
+    [[ $status_code == 403 || $status_code == 404 ]] ||
+        _af_fail "/app/admin%2f... answered $status_code, not 403 or 404"
+    if grep -qF -- "$tag" "$ECHO_LOG"; then
+        _af_fail "the backend got /app/admin%2f..."
+    fi
+    # Paths are case-sensitive: /app/ADMIN/ is another location, open to users.
+    p=$(upath /app/ADMIN/t)
+    api GET "$p" -H "Authorization: Bearer $ACCESS"
+    assert_status 200
 
     psql -qAtX -c "INSERT INTO user_roles (user_id, role) VALUES ('$USER_ID', 'admin')"
     # Roles are in the token: log in again.
