@@ -173,6 +173,7 @@ stop_services() {
 	pids_in "$r/smtp-sink.pid" && stop TERM python3 "${PIDS[@]}"
 	pids_in "$r/auth.pid" && stop TERM authflow-auth "${PIDS[@]}"
 	pids_in "$r/users.pid" && stop TERM authflow-users "${PIDS[@]}"
+	pids_in "$r/admin.pid" && stop TERM authflow-admin "${PIDS[@]}"
 	pids_in "$r/gate.pid" && stop TERM authflow-gate "${PIDS[@]}"
 	pids_in "$r/echo.pid" && stop TERM echo-backend "${PIDS[@]}"
 	pids_in "$r/redis.pid" && stop TERM redis-server "${PIDS[@]}"
@@ -185,7 +186,8 @@ stop_services() {
 # that the test tearing the stack down fails too.
 check_sanitizer_reports() {
 	local f bad=0
-	for f in "$1"/log/auth.log "$1"/log/users.log "$1"/log/gate.log "$1"/log/mailer.log; do
+	for f in "$1"/log/auth.log "$1"/log/users.log "$1"/log/admin.log "$1"/log/gate.log \
+		"$1"/log/mailer.log; do
 		[ -f "$f" ] || continue
 		grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$f" || continue
 		say "sanitizer report in $(basename "$f"):"
@@ -586,6 +588,7 @@ write_env() {
 			"AUTHFLOW_PIDFILE_REDIS=$RUN/redis.pid" \
 			"AUTHFLOW_PIDFILE_AUTH=$RUN/auth.pid" \
 			"AUTHFLOW_PIDFILE_USERS=$RUN/users.pid" \
+			"AUTHFLOW_PIDFILE_ADMIN=$RUN/admin.pid" \
 			"AUTHFLOW_PIDFILE_GATE=$RUN/gate.pid" \
 			"AUTHFLOW_PIDFILE_LIGHTTPD=$RUN/lighttpd.pid" \
 			"AUTHFLOW_PIDFILE_APACHE=$RUN/apache.pid" \
@@ -640,7 +643,7 @@ cmd_up() {
 	close_inherited_fds
 	if [ "${AUTHFLOW_NO_DEPS:-0}" = 1 ]; then
 		local f
-		for f in authflow-auth authflow-users authflow-gate authflowctl authflow-mailer \
+		for f in authflow-auth authflow-users authflow-admin authflow-gate authflowctl authflow-mailer \
 			tests/backend/echo-backend; do
 			[ -x "$BUILDDIR/$f" ] || die "$BUILDDIR/$f is missing (AUTHFLOW_NO_DEPS=1 skips the build)"
 		done
@@ -676,13 +679,14 @@ cmd_up() {
 			BIN=$R/bin
 			install -d "$BIN"
 			install -m 0755 "$BUILDDIR/authflow-auth" "$BUILDDIR/authflow-users" \
-				"$BUILDDIR/authflow-gate" "$BUILDDIR/authflow-mailer" \
+				"$BUILDDIR/authflow-admin" "$BUILDDIR/authflow-gate" "$BUILDDIR/authflow-mailer" \
 				"$BUILDDIR/tests/backend/echo-backend" "$BIN"
 		fi
 	fi
 	export AUTHFLOW_CONFIG=$R/authflow.conf
 	start_responder auth
 	start_responder users
+	start_responder admin
 	start_responder gate
 	start_echo_backend
 	[ "${AUTHFLOW_MAILER:-1}" = 0 ] || start_mailer

@@ -1,12 +1,29 @@
 /* authflowctl — authflow's administration command: database migrations,
- * signing keys, clean-up and mail checks. */
-#include <sodium.h>
+ * signing keys, clean-up, mail checks, users and roles, and the audit
+ * trail's check. */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "config.h"
+#include "ctx.h"
 #include "log.h"
+
+/* The whole surface: a command takes the configuration, or the context
+ * when it goes through the shared library. */
+static const struct command {
+    const char *name;
+    int (*with_cfg)(const struct af_config *cfg, int argc, char **argv);
+    int (*with_ctx)(struct af_ctx *ctx, int argc, char **argv);
+} commands[] = {
+    {"migrate", af_cli_migrate, NULL},
+    {"keys", af_cli_keys, NULL},
+    {"cleanup", af_cli_cleanup, NULL},
+    {"mail", af_cli_mail, NULL},
+    {"user", NULL, af_cli_user},
+    {"role", NULL, af_cli_role},
+    {"audit", NULL, af_cli_audit},
+};
 
 static void usage(FILE *f)
 {
@@ -19,9 +36,23 @@ static void usage(FILE *f)
             "  keys generate [--alg ES256|RS256] add a signing key and make it current\n"
             "  keys list                         list the signing keys\n"
             "  cleanup                           delete expired codes, tokens, sessions, old mail\n"
+            "                                    and audit rows\n"
             "  mail test ADDRESS                 send a test message through the transport\n"
             "  mail status                       count outbox messages by state\n"
+            "  user create EMAIL [--role ROLE]... [--name NAME] [--password-stdin]\n"
+            "                    [--verified] [--json]\n"
+            "                                    add a user (without a password: invite them)\n"
+            "  user list [--query Q] [--role ROLE] [--status active|disabled|unverified]\n"
+            "            [--json]                list users\n"
+            "  user show ID|EMAIL [--json]       show a user\n"
+            "  user set-roles ID|EMAIL ROLE...   give a user exactly these roles\n"
+            "  user disable|enable ID|EMAIL      disable (ending every session) or enable a user\n"
+            "  user delete ID|EMAIL              delete a user\n"
+            "  role add NAME [--description TEXT] add a role\n"
+            "  role list [--json]                list the roles\n"
+            "  audit verify [--json]             check the audit trail's hash chain\n"
             "\n"
+            "Exit status: 0 success, 1 the operation failed, 2 wrong usage.\n"
             "CONFIG defaults to $AUTHFLOW_CONFIG, else %s.\n",
             af_config_default_path());
 }
@@ -46,33 +77,25 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (sodium_init() < 0) {
-        fprintf(stderr, "authflowctl: libsodium failed to initialise\n");
-        return 1;
-    }
-    af_log_set_program("authflowctl");
-    af_log_set_level(AF_LOG_WARN);
-    struct af_config cfg;
-    char err[512];
-    if (af_config_load(&cfg, config ? config : af_config_default_path(), err, sizeof err) < 0) {
-        fprintf(stderr, "authflowctl: configuration: %s\n", err);
-        return 1;
-    }
-    int rc;
-    const char *cmd = argv[i];
-    if (!strcmp(cmd, "migrate"))
-        rc = af_cli_migrate(&cfg, argc - i - 1, argv + i + 1);
-    else if (!strcmp(cmd, "keys"))
-        rc = af_cli_keys(&cfg, argc - i - 1, argv + i + 1);
-    else if (!strcmp(cmd, "cleanup"))
-        rc = af_cli_cleanup(&cfg, argc - i - 1, argv + i + 1);
-    else if (!strcmp(cmd, "mail"))
-        rc = af_cli_mail(&cfg, argc - i - 1, argv + i + 1);
-    else {
-        fprintf(stderr, "authflowctl: unknown command '%s'\n", cmd);
+    const struct command *cmd = NULL;
+    for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+        if (!strcmp(argv[i], commands[k].name))
+            cmd = &commands[k];
+    if (!cmd) {
+        fprintf(stderr, "authflowctl: unknown command '%s'\n", argv[i]);
         usage(stderr);
-        rc = 2;
+        return 2;
     }
-    af_config_free(&cfg);
+    struct af_ctx ctx;
+    if (af_ctx_init(&ctx, "authflowctl", config, 0) < 0) {
+        af_ctx_free(&ctx);
+        return 1;
+    }
+    /* A command's own messages are for people; the library's log lines
+     * only when something is wrong. */
+    af_log_set_level(AF_LOG_WARN);
+    int rc = cmd->with_cfg ? cmd->with_cfg(&ctx.cfg, argc - i - 1, argv + i + 1)
+                           : cmd->with_ctx(&ctx, argc - i - 1, argv + i + 1);
+    af_ctx_free(&ctx);
     return rc;
 }

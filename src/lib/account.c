@@ -73,25 +73,6 @@ static void accepted(struct af_req *req, struct af_resp *resp)
     af_resp_json(resp, req, 202, o);
 }
 
-/* Revokes, in Redis, sessions PostgreSQL has already revoked: a Postgres
- * array text such as {a,b}. */
-static void mark_revoked_list(struct af_ctx *ctx, const char *array)
-{
-    const char *p = array;
-    while (*p) {
-        while (*p == '{' || *p == ',' || *p == '}')
-            p++;
-        size_t n = strcspn(p, ",}");
-        if (n == 36) {
-            char sid[37];
-            memcpy(sid, p, 36);
-            sid[36] = '\0';
-            af_session_mark_revoked(ctx, sid);
-        }
-        p += n;
-    }
-}
-
 void af_account_verify_email(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
                              const char *email, const char *code)
 {
@@ -174,19 +155,27 @@ void af_account_resend_code(struct af_ctx *ctx, struct af_req *req, struct af_re
     accepted(req, resp);
 }
 
-void af_account_forgot(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
-                       const char *email)
+char *af_account_reset_link(struct af_ctx *ctx, struct af_req *req, char hash_hex[70])
 {
-    char token[AF_TOKEN_CHARS + 1], ttl[24], cool[24], minutes[24];
+    char token[AF_TOKEN_CHARS + 1];
     unsigned char h[32];
-    char hash_hex[70] = "\\x";
     af_random_token(token);
     af_sha256(token, AF_TOKEN_CHARS, h);
-    sodium_bin2hex(hash_hex + 2, sizeof hash_hex - 2, h, sizeof h);
+    memcpy(hash_hex, "\\x", 2);
+    sodium_bin2hex(hash_hex + 2, 68, h, sizeof h);
     const char *base = *ctx->cfg.reset_url
                            ? ctx->cfg.reset_url
                            : af_arena_printf(req->arena, "%s/reset-password", ctx->cfg.public_url);
     char *link = af_arena_printf(req->arena, "%s%stoken=%s", base, strchr(base, '?') ? "&" : "?", token);
+    sodium_memzero(token, sizeof token);
+    return link;
+}
+
+void af_account_forgot(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
+                       const char *email)
+{
+    char ttl[24], cool[24], minutes[24], hash_hex[70];
+    char *link = af_account_reset_link(ctx, req, hash_hex);
     snprintf(ttl, sizeof ttl, "%ld", ctx->cfg.reset_token_ttl);
     snprintf(cool, sizeof cool, "%ld", ctx->cfg.email_code_cooldown);
     snprintf(minutes, sizeof minutes, "%ld", ctx->cfg.reset_token_ttl / 60);
@@ -207,7 +196,6 @@ void af_account_forgot(struct af_ctx *ctx, struct af_req *req, struct af_resp *r
         "SELECT 'password_reset', u.id, u.email, "
         "       jsonb_build_object('name', u.full_name, 'link', $4::text, 'minutes', $5::text) "
         "FROM u JOIN t ON t.user_id = u.id", 9, p);
-    sodium_memzero(token, sizeof token);
     sodium_memzero(link, strlen(link));
     if (st != AF_DB_OK) {
         af_resp_db_failure(resp, req, ctx, st);
@@ -248,7 +236,7 @@ void af_account_reset(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
     }
     char id[37];
     snprintf(id, sizeof id, "%s", PQgetvalue(r, 0, 0));
-    mark_revoked_list(ctx, PQgetvalue(r, 0, 1));
+    af_session_mark_revoked_list(ctx, PQgetvalue(r, 0, 1));
     PQclear(r);
     af_user_cache_drop(ctx, id);
     resp->user_id = af_arena_strdup(req->arena, id);
@@ -288,7 +276,7 @@ void af_account_change_password(struct af_ctx *ctx, struct af_req *req, struct a
         return;
     }
     bool changed = PQgetvalue(r, 0, 0)[0] != '0';
-    mark_revoked_list(ctx, PQgetvalue(r, 0, 1));
+    af_session_mark_revoked_list(ctx, PQgetvalue(r, 0, 1));
     PQclear(r);
     if (!changed) {
         af_resp_problem(resp, req, 401, "unauthorized", "The account no longer exists.");

@@ -26,6 +26,10 @@ void af_account_verify_email(struct af_ctx *ctx, struct af_req *req, struct af_r
 void af_account_resend_code(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
                             const char *email);
 /* POST /auth/password/forgot. */
+/* A new reset link (from [auth] reset_url or public_url, never the
+ * request), in the arena, and the SHA-256 of its token as a bytea literal
+ * ("\\x" + hex) for password_resets; wipe the link after use. */
+char *af_account_reset_link(struct af_ctx *ctx, struct af_req *req, char hash_hex[70]);
 void af_account_forgot(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
                        const char *email);
 /* POST /auth/password/reset: the link token and the new password (already

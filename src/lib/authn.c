@@ -1,6 +1,7 @@
 /* authn.c — request authentication (see authn.h). */
 #include "authn.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -8,7 +9,52 @@
 #include "ctx.h"
 #include "http.h"
 #include "session.h"
+#include "user.h"
 #include "util.h"
+
+bool af_has_role(const struct af_req *req, const char *role)
+{
+    /* Role names are [a-z][a-z0-9_-]* (the roles table's CHECK), so the
+     * quoted name found in the claims' JSON array is the role itself. */
+    char quoted[80];
+    size_t n = strlen(role);
+    if (!req->authenticated || n == 0 || n > 64 || strpbrk(role, "\"\\"))
+        return false;
+    snprintf(quoted, sizeof quoted, "\"%s\"", role);
+    return strstr(req->claims.roles, quoted) != NULL;
+}
+
+bool af_require_role(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp, const char *role)
+{
+    if (!af_has_role(req, role)) {
+        af_resp_problem(resp, req, 403, "forbidden", "This needs another role.");
+        return false;
+    }
+    const char *json;
+    bool found;
+    enum af_db_status st = af_user_json_text(ctx, req, req->claims.sub, &json, &found);
+    if (st != AF_DB_OK) {
+        af_resp_db_failure(resp, req, ctx, st);
+        return false;
+    }
+    if (!found) {
+        af_resp_problem(resp, req, 401, "unauthorized", "The account no longer exists.");
+        return false;
+    }
+    json_object *u = json_tokener_parse(json), *roles, *disabled;
+    bool ok = false;
+    if (u && json_object_object_get_ex(u, "roles", &roles) && json_object_is_type(roles, json_type_array) &&
+        !(json_object_object_get_ex(u, "disabled", &disabled) && json_object_get_boolean(disabled))) {
+        for (size_t i = 0; i < json_object_array_length(roles) && !ok; i++) {
+            const char *r = json_object_get_string(json_object_array_get_idx(roles, i));
+            ok = r && !strcmp(r, role);
+        }
+    }
+    json_object_put(u);
+    if (!ok)
+        af_resp_problem(resp, req, 403, "forbidden", "This needs another role.");
+    return ok;
+}
 
 void af_fingerprint(struct af_ctx *ctx, struct af_req *req, char out[65])
 {

@@ -60,6 +60,7 @@ static const struct key keys[] = {
     {"auth", "email_code_cooldown", K_INT, OFF(email_code_cooldown), "60", 0, 3600, NULL},
     {"auth", "reset_token_ttl", K_INT, OFF(reset_token_ttl), "1800", 60, 86400, NULL},
     {"auth", "reset_url", K_STR, OFF(reset_url), "", 0, 0, NULL},
+    {"auth", "invite_ttl", K_INT, OFF(invite_ttl), "259200", 3600, 2592000, NULL},
     {"mail", "transport", K_ENUM, OFF(mail_transport), "smtp", 0, 0, "smtp sendmail"},
     {"mail", "smtp_host", K_STR, OFF(smtp_host), "127.0.0.1", 0, 0, NULL},
     {"mail", "smtp_port", K_INT, OFF(smtp_port), "25", 1, 65535, NULL},
@@ -83,6 +84,7 @@ static const struct key keys[] = {
     {"gate", "login_url", K_STR, OFF(gate_login_url), "", 0, 0, NULL},
     {"gate", "session_memory_ms", K_INT, OFF(gate_session_memory_ms), "2000", 0, 60000, NULL},
     {"cleanup", "keep_days", K_INT, OFF(cleanup_keep_days), "7", 0, 3650, NULL},
+    {"cleanup", "audit_keep_days", K_INT, OFF(audit_keep_days), "365", 1, 36500, NULL},
     {"log", "level", K_ENUM, OFF(log_level), "info", 0, 0, "debug info warn error"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])

@@ -29,6 +29,7 @@ struct af_config {
     /* auth */
     bool require_verified_email;
     long email_code_ttl, email_code_attempts, email_code_cooldown, reset_token_ttl;
+    long invite_ttl;
     char *reset_url;
     /* mail */
     char *mail_transport, *smtp_host, *smtp_tls, *smtp_username, *smtp_password, *smtp_ca_file;
@@ -40,7 +41,7 @@ struct af_config {
     char *gate_login_url;
     long gate_session_memory_ms;
     /* cleanup */
-    long cleanup_keep_days;
+    long cleanup_keep_days, audit_keep_days;
     /* log */
     char *log_level;
 };

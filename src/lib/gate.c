@@ -8,18 +8,6 @@
 #include "ctx.h"
 #include "http.h"
 
-bool af_has_role(const struct af_req *req, const char *role)
-{
-    /* Role names are [a-z][a-z0-9_-]* (the roles table's CHECK), so the
-     * quoted name found in the claims' JSON array is the role itself. */
-    char quoted[80];
-    size_t n = strlen(role);
-    if (!req->authenticated || n == 0 || n > 64 || strpbrk(role, "\"\\"))
-        return false;
-    snprintf(quoted, sizeof quoted, "\"%s\"", role);
-    return strstr(req->claims.roles, quoted) != NULL;
-}
-
 const char *af_gate_return_path(const char *uri)
 {
     if (!uri || uri[0] != '/' || uri[1] == '/' || uri[1] == '\\')

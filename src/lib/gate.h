@@ -27,9 +27,6 @@ struct af_ctx;
 struct af_req;
 struct af_resp;
 
-/* Does the authenticated caller hold role? The one role check of authflow. */
-bool af_has_role(const struct af_req *req, const char *role);
-
 /* The whole gate check and answer for req (any path, any method). */
 void af_gate(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
 

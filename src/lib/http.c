@@ -43,6 +43,42 @@ const char *af_req_header(struct af_req *req, const char *name)
     return FCGX_GetParam(env, (char **)req->envp);
 }
 
+json_object *af_req_query(struct af_req *req, struct af_resp *resp)
+{
+    json_object *q;
+    const char *why = NULL;
+    const char *s = req->query ? req->query : "";
+    if (!*s)
+        return json_object_new_object();
+    if (af_body_decode_form(s, strlen(s), &q, &why) != AF_BODY_OK) {
+        struct af_field_errors fe = {0};
+        af_field_error(&fe, "query", why ? why : "is not valid");
+        af_resp_field_errors(resp, req, &fe);
+        return NULL;
+    }
+    return q;
+}
+
+int af_query_limit(json_object *query, struct af_field_errors *fe)
+{
+    const char *s = af_body_string(query, "limit", false, fe);
+    if (!s)
+        return 50;
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (!*s || *end || n < 1 || n > 200) {
+        af_field_error(fe, "limit", "must be a whole number from 1 to 200");
+        return 50;
+    }
+    return (int)n;
+}
+
+const char *af_query_string(json_object *query, const char *field, struct af_field_errors *fe)
+{
+    const char *s = af_body_string(query, field, false, fe);
+    return s && *s ? s : NULL;
+}
+
 const char *af_req_cookie(struct af_req *req, const char *name)
 {
     return af_cookie_get(req->arena, af_req_header(req, "Cookie"), name);
@@ -460,7 +496,9 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
             char detail[96];
             snprintf(detail, sizeof detail, "The body must not exceed %ld bytes.", ctx->cfg.max_body_bytes);
             af_resp_problem(&resp, &req, 413, "payload_too_large", detail);
-        } else if (rt->access == AF_PUBLIC || af_authenticate(ctx, &req, &resp)) {
+        } else if (rt->access == AF_PUBLIC ||
+                   (af_authenticate(ctx, &req, &resp) &&
+                    (rt->access != AF_ADMIN || af_require_role(ctx, &req, &resp, "admin")))) {
             rt->handler(ctx, &req, &resp);
             if (resp.status == 0)
                 af_resp_internal(&resp, &req, "handler set no status");

@@ -17,6 +17,7 @@
 #include "token.h"
 
 struct af_ctx;
+struct af_field_errors;
 typedef struct FCGX_Request FCGX_Request;
 
 #define AF_MAX_PARAMS 4
@@ -67,6 +68,13 @@ const char *af_req_param(struct af_req *req, const char *name);
  * answer is already in resp and NULL is returned. The object lives until
  * the request ends. */
 json_object *af_req_json(struct af_req *req, struct af_resp *resp);
+/* The query string as an object of strings (the caller puts it); NULL with
+ * 400 validation_failed in resp when it is malformed. */
+json_object *af_req_query(struct af_req *req, struct af_resp *resp);
+/* ?limit= of a list (API.md: 1..200, default 50); a field error otherwise. */
+int af_query_limit(json_object *query, struct af_field_errors *fe);
+/* A query field; NULL when absent or empty. */
+const char *af_query_string(json_object *query, const char *field, struct af_field_errors *fe);
 bool af_req_unsafe_method(const struct af_req *req);
 
 void af_resp_header(struct af_resp *resp, struct af_req *req, const char *name, const char *value);
@@ -94,6 +102,7 @@ typedef void (*af_handler)(struct af_ctx *ctx, struct af_req *req, struct af_res
 enum af_access {
     AF_PUBLIC,          /* anyone */
     AF_USER,            /* a valid access token of a live session */
+    AF_ADMIN,           /* AF_USER, and the admin role (af_require_role) */
 };
 
 struct af_route {

@@ -182,9 +182,9 @@ bool af_mail_addr_spec(const char *from, char *out, size_t outlen)
 /* ------------------------------------------------------------ templates */
 
 static const char *const kinds[] = {AF_MAIL_VERIFY_EMAIL, AF_MAIL_PASSWORD_RESET,
-                                    AF_MAIL_PASSWORD_CHANGED, AF_MAIL_TEST};
+                                    AF_MAIL_PASSWORD_CHANGED, AF_MAIL_INVITE, AF_MAIL_TEST};
 #define NKINDS (sizeof kinds / sizeof kinds[0])
-static const char *const placeholders[] = {"name", "email", "code", "link", "minutes", "product"};
+static const char *const placeholders[] = {"name", "email", "code", "link", "minutes", "days", "product"};
 #define NPLACEHOLDERS (sizeof placeholders / sizeof placeholders[0])
 
 struct tmpl {
@@ -446,7 +446,7 @@ char *af_mail_render(const struct af_templates *t, const struct af_config *cfg, 
     const char *name = param(params, "name", &bad);
     const char *vals[NPLACEHOLDERS] = {
         *name ? name : to, to, param(params, "code", &bad), param(params, "link", &bad),
-        param(params, "minutes", &bad), cfg->product_name,
+        param(params, "minutes", &bad), param(params, "days", &bad), cfg->product_name,
     };
     if (bad) {
         snprintf(err, errlen, "a parameter is not a string");

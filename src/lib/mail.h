@@ -27,6 +27,7 @@
 #define AF_MAIL_VERIFY_EMAIL "verify_email"
 #define AF_MAIL_PASSWORD_RESET "password_reset"
 #define AF_MAIL_PASSWORD_CHANGED "password_changed"
+#define AF_MAIL_INVITE "invite"
 #define AF_MAIL_TEST "test"
 
 struct af_templates;

@@ -166,31 +166,39 @@ static bool mark_revoked(struct af_ctx *ctx, const char *sid)
     return ok;
 }
 
-/* Writes the revocations waiting in session_cache_repairs to Redis and
- * removes them; drops the ones too old to matter. False when some could not
- * be read or written. */
+/* Writes the revocations waiting in session_cache_repairs to Redis, and
+ * drops the cached user objects waiting in user_cache_repairs; true when
+ * everything waiting was done. Rows too old to matter are deleted. */
 static bool apply_repairs(struct af_ctx *ctx)
 {
-    char ttl[24];
+    char ttl[24], user_ttl[24];
     snprintf(ttl, sizeof ttl, "%ld", revoked_mark_ttl(ctx));
-    const char *p[] = {ttl};
+    snprintf(user_ttl, sizeof user_ttl, "%d", AF_USER_CACHE_TTL);
+    const char *p[] = {ttl, user_ttl};
     PGresult *r;
+    /* The common case (nothing waiting) is one cheap read. */
     if (af_db_exec(ctx->db, &r,
-                   "WITH old AS (DELETE FROM session_cache_repairs "
-                   "  WHERE created_at < now() - make_interval(secs => $1::int)) "
-                   "SELECT session_id FROM session_cache_repairs "
-                   "WHERE created_at >= now() - make_interval(secs => $1::int) LIMIT 1000",
-                   1, p) != AF_DB_OK)
+                   "SELECT 's', session_id, created_at < now() - make_interval(secs => $1::int) "
+                   "FROM session_cache_repairs "
+                   "UNION ALL SELECT 'u', user_id, created_at < now() - make_interval(secs => $2::int) "
+                   "FROM user_cache_repairs LIMIT 1000",
+                   2, p) != AF_DB_OK)
         return false;
     bool ok = true;
     for (int i = 0; i < PQntuples(r) && ok; i++) {
-        const char *sid = PQgetvalue(r, i, 0);
-        ok = mark_revoked(ctx, sid);
-        if (!ok)
-            break;
-        const char *d[] = {sid};
-        af_db_run(ctx->db, "DELETE FROM session_cache_repairs WHERE session_id = $1", 1, d);
-        af_log(AF_LOG_INFO, "revocation_cached", "session_id", sid, NULL);
+        bool session = PQgetvalue(r, i, 0)[0] == 's';
+        const char *id = PQgetvalue(r, i, 1);
+        bool stale = PQgetvalue(r, i, 2)[0] == 't';
+        if (!stale) {
+            ok = session ? mark_revoked(ctx, id) : af_user_cache_forget(ctx, id);
+            if (!ok)
+                break;
+            af_log(AF_LOG_INFO, session ? "revocation_cached" : "user_cache_dropped",
+                   session ? "session_id" : "user_id", id, NULL);
+        }
+        const char *d[] = {id};
+        af_db_run(ctx->db, session ? "DELETE FROM session_cache_repairs WHERE session_id = $1"
+                                   : "DELETE FROM user_cache_repairs WHERE user_id = $1", 1, d);
     }
     PQclear(r);
     return ok;
@@ -313,6 +321,23 @@ static enum af_session_state check(struct af_ctx *ctx, struct af_req *req, const
     return live ? AF_SESSION_LIVE : AF_SESSION_REVOKED;
 }
 
+void af_session_mark_revoked_list(struct af_ctx *ctx, const char *array)
+{
+    const char *p = array;
+    while (*p) {
+        while (*p == '{' || *p == ',' || *p == '}')
+            p++;
+        size_t n = strcspn(p, ",}");
+        if (n == 36) {
+            char sid[37];
+            memcpy(sid, p, 36);
+            sid[36] = '\0';
+            af_session_mark_revoked(ctx, sid);
+        }
+        p += n;
+    }
+}
+
 void af_session_mark_revoked(struct af_ctx *ctx, const char *sid)
 {
     if (mark_revoked(ctx, sid))
@@ -371,9 +396,10 @@ int af_session_revoke_own(struct af_ctx *ctx, const char *user_id, const char *s
     return n < 0 ? -1 : n > 0;
 }
 
-void af_session_list(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+enum af_db_status af_session_list_json(struct af_ctx *ctx, struct af_req *req, const char *user_id,
+                                       const char *current_sid, json_object **out)
 {
-    const char *p[] = {req->claims.sub};
+    const char *p[] = {user_id};
     PGresult *r;
     enum af_db_status st = af_db_exec(ctx->db, &r,
         "SELECT id, " AF_TS_SQL("created_at") ", " AF_TS_SQL("last_seen_at") ", "
@@ -381,10 +407,9 @@ void af_session_list(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         "FROM sessions WHERE user_id = $1 AND revoked_at IS NULL "
         "AND expires_at > now() AND idle_expires_at > now() ORDER BY created_at DESC, id LIMIT 200",
         1, p);
-    if (st != AF_DB_OK) {
-        af_resp_db_failure(resp, req, ctx, st);
-        return;
-    }
+    (void)req;
+    if (st != AF_DB_OK)
+        return st;
     json_object *list = json_object_new_array();
     for (int i = 0; i < PQntuples(r); i++) {
         json_object *o = json_object_new_object();
@@ -396,12 +421,25 @@ void af_session_list(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         json_object_object_add(o, "ip", PQgetisnull(r, i, 4) ? NULL : json_object_new_string(PQgetvalue(r, i, 4)));
         json_object_object_add(o, "user_agent",
                                PQgetisnull(r, i, 5) ? NULL : json_object_new_string(PQgetvalue(r, i, 5)));
-        json_object_object_add(o, "current", json_object_new_boolean(!strcmp(id, req->claims.sid)));
+        json_object_object_add(o, "current",
+                               json_object_new_boolean(current_sid && !strcmp(id, current_sid)));
         json_object *amr = json_tokener_parse(PQgetvalue(r, i, 6));
         json_object_object_add(o, "amr", amr ? amr : json_object_new_array());
         json_object_array_add(list, o);
     }
     PQclear(r);
+    *out = list;
+    return AF_DB_OK;
+}
+
+void af_session_list(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *list;
+    enum af_db_status st = af_session_list_json(ctx, req, req->claims.sub, req->claims.sid, &list);
+    if (st != AF_DB_OK) {
+        af_resp_db_failure(resp, req, ctx, st);
+        return;
+    }
     af_resp_json(resp, req, 200, list);
 }
 
@@ -514,6 +552,8 @@ void af_session_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
     char sid[37];
     snprintf(sid, sizeof sid, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
+    /* last_login_at moved: the cached user object is stale. */
+    af_user_cache_drop(ctx, user->id);
     long refresh_in = ctx->cfg.refresh_idle_ttl < ctx->cfg.refresh_ttl ? ctx->cfg.refresh_idle_ttl
                                                                           : ctx->cfg.refresh_ttl;
     respond_pair(ctx, req, resp, user, sid, amr, dfp, refresh, refresh_in);

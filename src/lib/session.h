@@ -19,8 +19,10 @@
  * condition). */
 #ifndef AF_SESSION_H
 #define AF_SESSION_H
+#include <json-c/json.h>
 #include <stdbool.h>
 
+#include "db.h"
 #include "util.h"
 
 struct af_ctx;
@@ -62,9 +64,15 @@ int af_session_revoke_own(struct af_ctx *ctx, const char *user_id, const char *s
                           const char *reason);
 /* GET /users/me/sessions: the caller's live sessions, newest first. */
 void af_session_list(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
+/* The live sessions of user_id as a JSON array (current_sid, may be NULL,
+ * is marked "current"). */
+enum af_db_status af_session_list_json(struct af_ctx *ctx, struct af_req *req, const char *user_id,
+                                       const char *current_sid, json_object **out);
 /* Marks a session revoked in Redis (after PostgreSQL has it); when Redis
  * cannot take it, queues it in session_cache_repairs. */
 void af_session_mark_revoked(struct af_ctx *ctx, const char *sid);
+/* The same for each id of a PostgreSQL uuid[] in text form ({a,b}). */
+void af_session_mark_revoked_list(struct af_ctx *ctx, const char *array);
 /* Expiring cookies, for logout. */
 void af_session_clear_cookies(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
 

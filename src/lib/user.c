@@ -11,17 +11,11 @@
 #include "password.h"
 #include "session.h"
 
-#define USER_CACHE_TTL 300
 
-#define TS(col) AF_TS_SQL(col)
-#define USER_COLS(roles)                                                                   \
-    "u.id, u.email, u.full_name, u.email_verified, u.disabled, u.mfa_enabled, "           \
-    TS("u.created_at") ", " TS("u.updated_at") ", " TS("u.last_login_at") ", " roles ", " \
-    "u.password_hash"
-#define ROLES_OF_U                                                                         \
-    "COALESCE((SELECT json_agg(role ORDER BY role) FROM user_roles WHERE user_id = u.id), '[]')::text"
+#define USER_COLS(roles) AF_USER_COLS_WITH(roles)
+#define ROLES_OF_U AF_USER_ROLES_OF_U
 
-static void from_row(struct af_req *req, PGresult *r, int row, struct af_user *u)
+void af_user_from_row(struct af_req *req, PGresult *r, int row, struct af_user *u)
 {
     af_arena *a = req->arena;
     snprintf(u->id, sizeof u->id, "%s", PQgetvalue(r, row, 0));
@@ -98,7 +92,7 @@ enum af_db_status af_user_create(struct af_ctx *ctx, struct af_req *req, const c
         "SELECT " USER_COLS("'[\"user\"]'") " FROM u", 10, p);
     if (st != AF_DB_OK)
         return st;
-    from_row(req, r, 0, out);
+    af_user_from_row(req, r, 0, out);
     PQclear(r);
     return AF_DB_OK;
 }
@@ -112,7 +106,7 @@ static enum af_db_status one(struct af_ctx *ctx, struct af_req *req, const char 
     if (st != AF_DB_OK)
         return st;
     if (PQntuples(r) > 0) {
-        from_row(req, r, 0, out);
+        af_user_from_row(req, r, 0, out);
         *found = true;
     }
     PQclear(r);
@@ -165,7 +159,7 @@ enum af_db_status af_user_json_text(struct af_ctx *ctx, struct af_req *req, cons
     *json = af_arena_strdup(req->arena, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
     if (cache_up)
-        freeReplyObject(af_cache_command(ctx->cache, "SET %s %s EX %d", key, *json, USER_CACHE_TTL));
+        freeReplyObject(af_cache_command(ctx->cache, "SET %s %s EX %d", key, *json, AF_USER_CACHE_TTL));
     return AF_DB_OK;
 }
 
@@ -193,9 +187,22 @@ bool af_user_reauth(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp
     return false;
 }
 
+bool af_user_cache_forget(struct af_ctx *ctx, const char *id)
+{
+    redisReply *r = af_cache_command(ctx->cache, "DEL af:user:%s", id);
+    bool ok = r && r->type == REDIS_REPLY_INTEGER;
+    freeReplyObject(r);
+    return ok;
+}
+
 void af_user_cache_drop(struct af_ctx *ctx, const char *id)
 {
-    freeReplyObject(af_cache_command(ctx->cache, "DEL af:user:%s", id));
+    if (af_user_cache_forget(ctx, id))
+        return;
+    /* Redis missed it: the next responder to reach Redis drops it. */
+    const char *p[] = {id};
+    af_db_run(ctx->db, "INSERT INTO user_cache_repairs (user_id) VALUES ($1) "
+                       "ON CONFLICT (user_id) DO UPDATE SET created_at = now()", 1, p);
 }
 
 enum af_db_status af_user_set_name(struct af_ctx *ctx, struct af_req *req, const char *id,
@@ -214,23 +221,4 @@ enum af_db_status af_user_set_password_hash(struct af_ctx *ctx, const char *id, 
 {
     const char *p[] = {id, hash};
     return af_db_run(ctx->db, "UPDATE users SET password_hash = $2 WHERE id = $1", 2, p);
-}
-
-enum af_db_status af_user_delete(struct af_ctx *ctx, struct af_req *req, const char *id)
-{
-    const char *p[] = {id};
-    PGresult *r;
-    /* Sessions go with the user (ON DELETE CASCADE); their ids are
-     * returned so the revocation reaches the Redis fast path too. */
-    enum af_db_status st = af_db_exec(ctx->db, &r,
-        "WITH s AS (SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL), "
-        "d AS (DELETE FROM users WHERE id = $1) SELECT id FROM s", 1, p);
-    if (st != AF_DB_OK)
-        return st;
-    for (int i = 0; i < PQntuples(r); i++)
-        af_session_mark_revoked(ctx, PQgetvalue(r, i, 0));
-    PQclear(r);
-    af_user_cache_drop(ctx, id);
-    af_audit(ctx, req, "user_deleted", id, id, NULL, NULL);
-    return AF_DB_OK;
 }

@@ -14,6 +14,19 @@ struct af_ctx;
 struct af_req;
 struct af_resp;
 
+/* The columns of a user (table alias u), in the order af_user_from_row
+ * reads them; AF_USER_COLS_WITH takes the SQL of the roles column. */
+#define AF_USER_COLS_WITH(roles)                                                                  \
+    "u.id, u.email, u.full_name, u.email_verified, u.disabled, u.mfa_enabled, "                  \
+    AF_TS_SQL("u.created_at") ", " AF_TS_SQL("u.updated_at") ", " AF_TS_SQL("u.last_login_at") \
+    ", " roles ", u.password_hash"
+#define AF_USER_ROLES_OF_U \
+    "COALESCE((SELECT json_agg(role ORDER BY role) FROM user_roles WHERE user_id = u.id), '[]')::text"
+#define AF_USER_COLS AF_USER_COLS_WITH(AF_USER_ROLES_OF_U)
+#define AF_USER_NCOLS 11
+
+#define AF_USER_CACHE_TTL 300   /* seconds */
+
 struct af_user {
     char id[37];
     const char *email, *full_name, *created_at, *updated_at, *last_login_at; /* last may be NULL */
@@ -39,16 +52,22 @@ enum af_db_status af_user_json_text(struct af_ctx *ctx, struct af_req *req, cons
 enum af_db_status af_user_set_name(struct af_ctx *ctx, struct af_req *req, const char *id,
                                    const char *full_name, struct af_user *out, bool *found);
 enum af_db_status af_user_set_password_hash(struct af_ctx *ctx, const char *id, const char *hash);
-enum af_db_status af_user_delete(struct af_ctx *ctx, struct af_req *req, const char *id);
 
 json_object *af_user_to_json(const struct af_user *u);
+/* Reads row of r, selected with AF_USER_COLS; strings in the request arena. */
+void af_user_from_row(struct af_req *req, PGresult *r, int row, struct af_user *u);
 /* Re-checks the password of the authenticated user of req before a
  * sensitive change. true with *u loaded; otherwise answers (401
  * invalid_credentials, 401 unauthorized when the account is gone, 503) and
  * returns false. */
 bool af_user_reauth(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
                     const char *password, struct af_user *u);
+/* Drops the cached user object after a change; when Redis cannot be
+ * reached, queues the drop in PostgreSQL (user_cache_repairs), done by the
+ * next responder that reaches Redis (session.c's repairs). */
 void af_user_cache_drop(struct af_ctx *ctx, const char *id);
+/* The DEL alone: false when Redis did not take it. */
+bool af_user_cache_forget(struct af_ctx *ctx, const char *id);
 
 /* One audit row; never pass secrets in detail (a JSON object text or NULL). */
 void af_audit(struct af_ctx *ctx, struct af_req *req, const char *type, const char *actor,

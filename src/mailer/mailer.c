@@ -3,7 +3,8 @@
  *   authflow-mailer [-c CONFIG] [--once]
  *
  * Wakes on PostgreSQL NOTIFY af_mail (sent when a row is queued) and polls
- * every [mail] poll_seconds besides. Each message is claimed alone, with
+ * every [mail] poll_seconds besides; when idle, seals new audit rows into
+ * the audit chain. Each message is claimed alone, with
  * FOR UPDATE SKIP LOCKED, and leased for lease_seconds: several mailers
  * share a queue without sending a message twice, and a message claimed by
  * a mailer that died is taken over when its lease ends — sent again with the
@@ -117,6 +118,19 @@ static long next_due(struct mailer *m)
     }
     PQclear(r);
     return wait;
+}
+
+/* Seals the audit rows written since the last call into the audit chain
+ * (sql/004_admin_audit.sql): the mailer is the one long-running worker, so
+ * rows are sealed within poll_seconds of being written. */
+static void seal_audit(struct mailer *m)
+{
+    PGresult *r;
+    enum af_db_status st = af_db_exec(m->db, &r, "SELECT af_audit_seal(10000)", 0, NULL);
+    if (st == AF_DB_OK)
+        PQclear(r);
+    else if (st != AF_DB_UNAVAILABLE)
+        af_log(AF_LOG_WARN, "audit_seal_failed", "error", af_db_error(m->db), NULL);
 }
 
 /* Sleeps up to seconds (at least a tenth of one), waking early on NOTIFY
@@ -358,6 +372,8 @@ int main(int argc, char **argv)
             wait_for_work(&m, pause);
             continue;
         }
+        if (s == STEP_IDLE)
+            seal_audit(&m);
         wait_for_work(&m, s == STEP_DB_DOWN ? 2 : next_due(&m));
     }
     char sent[24], retried[24], dead[24];

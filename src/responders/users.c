@@ -2,6 +2,7 @@
  * deletion and sessions. Every route needs a valid access token of a live session. */
 #include <string.h>
 
+#include "admin.h"
 #include "body.h"
 #include "ctx.h"
 #include "http.h"
@@ -73,9 +74,10 @@ static void do_delete_me(struct af_ctx *ctx, struct af_req *req, struct af_resp 
     struct af_user u;
     if (!af_user_reauth(ctx, req, resp, password, &u))
         return;
-    enum af_db_status st = af_user_delete(ctx, req, u.id);
-    if (st != AF_DB_OK) {
-        af_resp_db_failure(resp, req, ctx, st);
+    struct af_actor who = {.user_id = u.id};
+    enum af_admin_status st = af_admin_delete_user(ctx, req, &who, u.id);
+    if (st != AF_ADMIN_OK) {
+        af_admin_resp_failure(resp, req, ctx, st, NULL);
         return;
     }
     af_resp_empty(resp, 204);
@@ -106,12 +108,18 @@ static void do_revoke_session(struct af_ctx *ctx, struct af_req *req, struct af_
         af_session_clear_cookies(ctx, req, resp);
 }
 
+static void do_activity(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    af_admin_audit_page(ctx, req, resp, req->claims.sub);
+}
+
 static const struct af_route routes[] = {
     {"GET", "/users/me", do_me, AF_USER},
     {"PATCH", "/users/me", do_update_me, AF_USER},
     {"DELETE", "/users/me", do_delete_me, AF_USER},
     {"GET", "/users/me/sessions", do_sessions, AF_USER},
     {"DELETE", "/users/me/sessions/{id}", do_revoke_session, AF_USER},
+    {"GET", "/users/me/activity", do_activity, AF_USER},
 };
 
 int main(int argc, char **argv)

@@ -544,6 +544,8 @@ static void write_good_templates(void)
     remove_file("password_reset.html");
     write_file("password_changed.txt", "Subject: Changed\r\n\r\nHello {{name}},\r\nchanged.\r\n");
     remove_file("password_changed.html");
+    write_file("invite.txt", "Subject: Welcome\n\n{{link}} works for {{days}} days.\n");
+    remove_file("invite.html");
     write_file("test.txt", "Subject: Test\n\nTest from {{product}}.");
     remove_file("test.html");
 }
@@ -579,7 +581,7 @@ static void test_templates_load(const char *real_dir)
     write_good_templates();
     err[0] = '\0';
     t = af_templates_load(tmpdir, err, sizeof err);
-    ok(t != NULL, "the test templates load (no .html for three kinds, CRLF for one)");
+    ok(t != NULL, "the test templates load (no .html for four kinds, CRLF for one)");
     if (!t)
         diag("message: %s", err);
     af_templates_free(t);
