@@ -46,6 +46,7 @@ static void usage(FILE *f)
             "            [--json]                list users\n"
             "  user show ID|EMAIL [--json]       show a user\n"
             "  user set-roles ID|EMAIL ROLE...   give a user exactly these roles\n"
+            "  user set-name ID|EMAIL NAME       change a user's full name\n"
             "  user disable|enable ID|EMAIL      disable (ending every session) or enable a user\n"
             "  user delete ID|EMAIL              delete a user\n"
             "  role add NAME [--description TEXT] add a role\n"

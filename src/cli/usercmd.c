@@ -301,7 +301,7 @@ static int user_show(struct run *r)
     return 0;
 }
 
-/* set-roles, disable, enable: one change to one user. */
+/* set-roles, set-name, disable, enable: one change to one user. */
 static int user_change(struct run *r, const struct af_user_change *c)
 {
     int rc;
@@ -319,6 +319,17 @@ static int user_set_roles(struct run *r)
         .roles = (const char *const *)r->o->args + 1, .nroles = r->o->nargs - 1, .set_roles = true,
         .disabled = -1, .email_verified = -1,
     };
+    return user_change(r, &c);
+}
+
+static int user_set_name(struct run *r)
+{
+    const char *why = text_check(r->o->args[1]);
+    if (why) {
+        fprintf(stderr, "authflowctl: name %s\n", why);
+        return 2;
+    }
+    struct af_user_change c = {.full_name = r->o->args[1], .disabled = -1, .email_verified = -1};
     return user_change(r, &c);
 }
 
@@ -426,6 +437,7 @@ static const struct command {
      "[--query Q] [--role ROLE] [--status active|disabled|unverified] [--json]"},
     {"user", "show", user_show, O_JSON, 1, 1, "ID|EMAIL [--json]"},
     {"user", "set-roles", user_set_roles, 0, 2, MAX_ROLES + 1, "ID|EMAIL ROLE..."},
+    {"user", "set-name", user_set_name, 0, 2, 2, "ID|EMAIL NAME"},
     {"user", "disable", user_disable, 0, 1, 1, "ID|EMAIL"},
     {"user", "enable", user_enable, 0, 1, 1, "ID|EMAIL"},
     {"user", "delete", user_delete, 0, 1, 1, "ID|EMAIL"},

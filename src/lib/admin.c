@@ -47,10 +47,17 @@ static const char *names_json(struct af_req *req, const char *const *names, int 
 
 #define JSON_TEXT_ARRAY(n) "ARRAY(SELECT json_array_elements_text(" n "::json))"
 
+/* The User-Agent for an audit row: at most 512 bytes, cut on a character
+ * boundary; none when it is not UTF-8 (PostgreSQL would refuse the row). */
 static const char *user_agent(struct af_req *req)
 {
     const char *ua = req->envp ? af_req_header(req, "User-Agent") : NULL;
-    return ua ? af_arena_strndup(req->arena, ua, 512) : NULL;
+    if (!ua)
+        return NULL;
+    size_t n = strnlen(ua, 512);
+    while (n > 0 && ua[n] && ((unsigned char)ua[n] & 0xC0) == 0x80)
+        n--;
+    return af_utf8_valid(ua, n) ? af_arena_strndup(req->arena, ua, n) : NULL;
 }
 
 /* Sessions PostgreSQL has just revoked (a uuid[] column): tell Redis (the

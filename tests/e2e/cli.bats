@@ -319,7 +319,30 @@ audit_rows() {
 }
 
 # ---------------------------------------------------------------------------
-# set-roles, disable, enable, delete
+# set-name, set-roles, disable, enable, delete
+
+@test "user set-name: GET /users/me shows the new name on the next request" {
+    logged_in_user
+    # Warm the cached user object first.
+    me "$ACCESS"
+    assert_status 200
+    ctl user set-name "$EMAIL" "Grace Hopper"
+    assert_ctl 0
+    me "$ACCESS"
+    assert_status 200
+    assert_equal "$(json .full_name)" "Grace Hopper"
+    audit_rows user_updated "$USER_ID" | tail -n 1 |
+        jq -e '.via == "authflowctl" and .fields == ["full_name"]' >/dev/null ||
+        fail "user_updated row: $(audit_rows user_updated "$USER_ID")"
+    ctl user set-name "$(unique_email)" "Nobody"
+    assert_ctl 1 'no user'
+    ctl user set-name "$USER_ID" $'bad\nname'
+    assert_ctl 2
+    ctl user set-name "$USER_ID"
+    assert_ctl 2
+    me "$ACCESS"
+    assert_equal "$(json .full_name)" "Grace Hopper"
+}
 
 @test "user set-roles: the complete set; GET /users/me shows it on the next request" {
     ctl role add "editor-$BATS_TEST_NUMBER" --description "Edits things"
