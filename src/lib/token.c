@@ -396,7 +396,7 @@ static bool better_victim(const struct cache_slot *e, const struct cache_slot *c
         return true;
     if (!cur->used || !e->used)
         return !e->used && cur->used;
-    bool e_old = now > e->claims.exp + AF_CLOCK_SKEW, cur_old = now > cur->claims.exp + AF_CLOCK_SKEW;
+    bool e_old = now - AF_CLOCK_SKEW > e->claims.exp, cur_old = now - AF_CLOCK_SKEW > cur->claims.exp;
     if (e_old != cur_old)
         return e_old;
     return e->used < cur->used;
@@ -419,7 +419,7 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
         for (int w = 0; w < CACHE_WAYS; w++) {
             struct cache_slot *e = &set[w];
             if (e->used && memcmp(e->hash, h, 32) == 0) {
-                if (now > e->claims.exp + AF_CLOCK_SKEW)
+                if (now - AF_CLOCK_SKEW > e->claims.exp)
                     return AF_TOKEN_EXPIRED;
                 if (e->claims.nbf > now + AF_CLOCK_SKEW)
                     return AF_TOKEN_INVALID;
@@ -472,7 +472,9 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
         !json_object_object_get_ex(g, "email_verified", &ev) || !json_object_is_type(ev, json_type_boolean))
         goto done;
     c.email_verified = json_object_get_boolean(ev);
-    if (now > c.exp + AF_CLOCK_SKEW) {
+    /* The skew goes on now's side: exp is the token's number, up to
+     * LONG_MAX, and exp + skew would overflow. */
+    if (now - AF_CLOCK_SKEW > c.exp) {
         st = AF_TOKEN_EXPIRED;
         goto done;
     }
