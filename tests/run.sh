@@ -2,8 +2,12 @@
 # The project's test command (see README): builds authflow and runs the unit
 # and end-to-end tests
 #   1. under AddressSanitizer and UndefinedBehaviorSanitizer, out of tree in
-#      _build-asan/ (skipped with --quick);
-#   2. in the source tree, with -Werror;
+#      _build-asan/, then the libFuzzer harnesses of tests/fuzz/ for
+#      AUTHFLOW_FUZZ_SECONDS each (default 60) from their seed corpora, each
+#      harness one test (skipped with --quick);
+#   2. in the source tree, with -Werror, the unit tests (every end-to-end
+#      file ran in pass 1, whose build has -Werror too; with --quick this
+#      pass runs them all);
 #   3. through make distcheck: a build from the tarball in a read-only tree,
 #      with the unit tests and the end-to-end files of E2E_DIST_TESTS
 #      (skipped with --quick).
@@ -82,6 +86,31 @@ check() {
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 }
 
+# fuzz LABEL SECONDS: tests/fuzz/run.sh, SECONDS a harness; each harness's
+# PASS or FAIL line is one test.
+fuzz() {
+	local label=$1 seconds=$2 rc=0 p f n
+	n=$(ls tests/fuzz/fuzz_*.c | wc -l)
+	banner "$label"
+	if ! [[ $seconds =~ ^[1-9][0-9]*$ ]]; then
+		echo "FAILED: $label (AUTHFLOW_FUZZ_SECONDS='$seconds' is not a number of seconds)"
+		failed=$((failed + 1))
+		return 1
+	fi
+	timeout -k 60 "$((check_timeout + n * seconds))" env AUTHFLOW_FUZZ_DIR="$top/_build-asan/_fuzz" \
+		bash tests/fuzz/run.sh --fresh --seconds "$seconds" --jobs "$jobs" 2>&1 | tee "$out" || rc=$?
+	read -r p f < <(awk '
+		/^fuzz_[a-z0-9_]+: PASS/ { p++ }
+		/^fuzz_[a-z0-9_]+: FAIL/ { f++ }
+		END { print p + 0, f + 0 }' "$out")
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		echo "FAILED: $label (exit status $rc)"
+		f=1
+	fi
+	echo "$label: $p passed, $f failed"
+	passed=$((passed + p)) failed=$((failed + f))
+}
+
 if [ "$(id -u)" -eq 0 ]; then
 	bash tests/stack.sh deps
 else
@@ -104,15 +133,20 @@ if [ "$quick" -eq 0 ]; then
 			ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0 \
 			UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 			make -C _build-asan -j"$jobs" check VERBOSE=1 || true
+	fuzz "fuzzing (libFuzzer, ASan+UBSan)" "${AUTHFLOW_FUZZ_SECONDS:-60}" || true
 fi
 
 step "configure" ./configure --enable-werror &&
 	step "make" make -j"$jobs" &&
-	check "make check" make -j"$jobs" check VERBOSE=1 || true
+	if [ "$quick" -eq 0 ]; then
+		check "make check (unit tests)" make -j"$jobs" check 'TESTS=$(UNIT_TESTS)' VERBOSE=1 || true
+	else
+		check "make check" make -j"$jobs" check VERBOSE=1 || true
+	fi
 
-# Every test ran in both passes above; the tarball's run proves the tarball
-# builds and holds what a stack needs (Makefile.am's E2E_DIST_TESTS), to stay
-# within the time budget.
+# Every test ran above; the tarball's run proves the tarball builds and
+# holds what a stack needs (Makefile.am's E2E_DIST_TESTS), to stay within
+# the time budget.
 if [ "$quick" -eq 0 ] && [ -f Makefile ]; then
 	check "make distcheck" make -j"$jobs" distcheck 'TESTS=$(UNIT_TESTS) $(E2E_DIST_TESTS)' \
 		DISTCHECK_CONFIGURE_FLAGS=--enable-werror VERBOSE=1

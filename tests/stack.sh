@@ -34,7 +34,8 @@ set -euo pipefail
 PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
 	libfcgi-dev libpq-dev libhiredis-dev libsodium-dev libjwt-dev
-	libjson-c-dev libssl-dev libcurl4-openssl-dev
+	libjson-c-dev libssl-dev libcurl4-openssl-dev libpwquality-dev cracklib-runtime
+	clang libclang-rt-14-dev
 	postgresql redis-server lighttpd apache2 nginx spawn-fcgi python3-aiosmtpd
 	bats bats-assert bats-support bats-file wrk curl jq
 	python3-jwt python3-cryptography procps
@@ -366,6 +367,7 @@ write_config() {
 		mail.smtp_host=127.0.0.1
 		mail.smtp_port=$SMTP_PORT
 		mail.templates_dir=$SRCDIR/etc/templates
+		passwords.common_list=$SRCDIR/etc/common-passwords.txt
 		tokens.keys_dir=$R/keys
 		tokens.issuer=$BASE_URL
 		cookies.secure=false

@@ -193,16 +193,22 @@ static int user_create(struct run *r)
         return 2;
     }
     /* Room for AF_PASSWORD_MAX code points of 4 bytes, and a newline. */
-    char pw[4 * AF_PASSWORD_MAX + 2], hash[AF_HASH_LEN] = "";
+    char pw[4 * AF_PASSWORD_MAX + 2], hash[AF_HASH_LEN] = "", err[512];
     if (o->password_stdin) {
         int rc = 0;
+        /* The screening lists, loaded before the password is read. */
+        if (!r->ctx->pwpolicy &&
+            af_pwpolicy_load(&r->ctx->pwpolicy, &r->ctx->cfg, err, sizeof err) < 0) {
+            fprintf(stderr, "authflowctl: configuration: %s\n", err);
+            return 1;
+        }
         if (read_password(pw, sizeof pw) < 0) {
             fprintf(stderr, "authflowctl: password must be at most %d characters long\n", AF_PASSWORD_MAX);
             rc = 1;
         } else if (!af_utf8_valid(pw, strlen(pw))) {
             fprintf(stderr, "authflowctl: password is not valid UTF-8\n");
             rc = 1;
-        } else if ((why = af_password_check(pw, r->ctx->cfg.password_min_length))) {
+        } else if ((why = af_pwpolicy_check(r->ctx->pwpolicy, pw, email, o->name))) {
             fprintf(stderr, "authflowctl: password %s\n", why);
             rc = 1;
         } else if (af_password_hash(&r->ctx->cost, pw, hash) != 0) {

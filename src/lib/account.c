@@ -7,12 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "body.h"
 #include "ctx.h"
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "session.h"
 #include "user.h"
 #include "util.h"
+#include "validate.h"
 
 void af_account_new_code(char out[7])
 {
@@ -204,11 +207,66 @@ void af_account_forgot(struct af_ctx *ctx, struct af_req *req, struct af_resp *r
     accepted(req, resp);
 }
 
+/* 400 validation_failed: the new password fails the policy once screened
+ * against the account's email and name. */
+static void refuse_password(struct af_req *req, struct af_resp *resp, const char *why)
+{
+    struct af_field_errors fe = {0};
+    af_field_error(&fe, "new_password", why);
+    af_resp_field_errors(resp, req, &fe);
+}
+
+static void invalid_link(struct af_req *req, struct af_resp *resp)
+{
+    af_resp_problem(resp, req, 400, "invalid_token", "The reset link is not valid or has expired.");
+}
+
+/* The one row a query on a live reset link gives, or NULL after answering
+ * (503, or 400 invalid_token when the link is unknown, spent or expired). */
+static PGresult *link_row(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
+                          const char *sql, int n, const char *const *params)
+{
+    PGresult *r;
+    enum af_db_status st = af_db_exec(ctx->db, &r, sql, n, params);
+    if (st != AF_DB_OK) {
+        af_resp_db_failure(resp, req, ctx, st);
+        return NULL;
+    }
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        invalid_link(req, resp);
+        return NULL;
+    }
+    return r;
+}
+
 void af_account_reset(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
                       const char *token, const char *new_password)
 {
     if (strlen(token) != AF_TOKEN_CHARS) {
-        af_resp_problem(resp, req, 400, "invalid_token", "The reset link is not valid or has expired.");
+        invalid_link(req, resp);
+        return;
+    }
+    unsigned char h[32];
+    char hash_hex[70] = "\\x";
+    af_sha256(token, AF_TOKEN_CHARS, h);
+    sodium_bin2hex(hash_hex + 2, sizeof hash_hex - 2, h, sizeof h);
+    /* The account the link is for, to screen the new password against its
+     * email and name; the link stays unspent until af_password_reset. */
+    const char *q[] = {hash_hex};
+    PGresult *r = link_row(ctx, req, resp,
+        "SELECT u.email, u.full_name FROM password_resets t JOIN users u ON u.id = t.user_id "
+        "WHERE t.token_hash = $1::bytea AND t.used_at IS NULL AND t.expires_at > now() "
+        "AND NOT u.disabled", 1, q);
+    if (!r)
+        return;
+    const char *why = af_pwpolicy_check(ctx->pwpolicy, new_password, PQgetvalue(r, 0, 0),
+                                        PQgetvalue(r, 0, 1));
+    char email[AF_EMAIL_MAX + 1];
+    snprintf(email, sizeof email, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (why) {
+        refuse_password(req, resp, why);
         return;
     }
     char hash[AF_HASH_LEN];
@@ -216,29 +274,19 @@ void af_account_reset(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
         af_resp_internal(resp, req, "password hashing failed (out of memory?)");
         return;
     }
-    unsigned char h[32];
-    char hash_hex[70] = "\\x";
-    af_sha256(token, AF_TOKEN_CHARS, h);
-    sodium_bin2hex(hash_hex + 2, sizeof hash_hex - 2, h, sizeof h);
     const char *ua = af_req_header(req, "User-Agent");
     const char *p[] = {hash_hex, hash, req->remote_addr, ua, req->request_id};
-    PGresult *r;
-    enum af_db_status st = af_db_exec(ctx->db, &r,
+    r = link_row(ctx, req, resp,
         "SELECT user_id, revoked::text FROM af_password_reset($1::bytea, $2, $3, left($4, 512), $5)", 5, p);
-    if (st != AF_DB_OK) {
-        af_resp_db_failure(resp, req, ctx, st);
+    if (!r)
         return;
-    }
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        af_resp_problem(resp, req, 400, "invalid_token", "The reset link is not valid or has expired.");
-        return;
-    }
     char id[37];
     snprintf(id, sizeof id, "%s", PQgetvalue(r, 0, 0));
     af_session_mark_revoked_list(ctx, PQgetvalue(r, 0, 1));
     PQclear(r);
     af_user_cache_drop(ctx, id);
+    /* The link proved the mailbox: a login lockout ends with the reset. */
+    af_login_throttle_clear(ctx, email);
     resp->user_id = af_arena_strdup(req->arena, id);
     af_resp_empty(resp, 204);
 }
@@ -249,6 +297,11 @@ void af_account_change_password(struct af_ctx *ctx, struct af_req *req, struct a
     struct af_user u;
     if (!af_user_reauth(ctx, req, resp, current, &u))
         return;
+    const char *why = af_pwpolicy_check(ctx->pwpolicy, new_password, u.email, u.full_name);
+    if (why) {
+        refuse_password(req, resp, why);
+        return;
+    }
     char hash[AF_HASH_LEN];
     if (af_password_hash(&ctx->cost, new_password, hash) != 0) {
         af_resp_internal(resp, req, "password hashing failed (out of memory?)");

@@ -32,8 +32,9 @@ void af_account_resend_code(struct af_ctx *ctx, struct af_req *req, struct af_re
 char *af_account_reset_link(struct af_ctx *ctx, struct af_req *req, char hash_hex[70]);
 void af_account_forgot(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
                        const char *email);
-/* POST /auth/password/reset: the link token and the new password (already
- * checked against the policy). */
+/* POST /auth/password/reset: the link token and the new password (its
+ * length already checked; screened here against the account's email and
+ * name). A reset ends the account's login lockout. */
 void af_account_reset(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
                       const char *token, const char *new_password);
 /* POST /auth/password/change for the authenticated user of req. */

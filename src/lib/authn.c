@@ -87,7 +87,7 @@ void af_fingerprint(struct af_ctx *ctx, struct af_req *req, char out[65])
     af_sha256_hex(s, strlen(s), out);
 }
 
-static bool origin_allowed(struct af_ctx *ctx, const char *origin)
+bool af_origin_allowed(struct af_ctx *ctx, const char *origin)
 {
     size_t n = strlen(origin);
     const char *pub = ctx->cfg.public_url;
@@ -104,7 +104,7 @@ bool af_csrf_check(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
     const char *origin = af_req_header(req, "Origin");
     const char *header = af_req_header(req, "X-CSRF-Token");
     const char *cookie = af_req_cookie(req, AF_COOKIE_CSRF);
-    if (origin && !origin_allowed(ctx, origin)) {
+    if (origin && !af_origin_allowed(ctx, origin)) {
         af_resp_problem(resp, req, 403, "csrf_failed", "The request's Origin is not allowed.");
         return false;
     }

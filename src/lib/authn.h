@@ -16,6 +16,9 @@ bool af_authenticate(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
 /* The CSRF double submit and Origin check for cookie-mode unsafe requests;
  * false with 403 csrf_failed in resp. */
 bool af_csrf_check(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp);
+/* Whether a browser origin ("https://app.example") may call authflow with
+ * credentials: the public URL's own, or one of [server] allowed_origins. */
+bool af_origin_allowed(struct af_ctx *ctx, const char *origin);
 /* Does the authenticated caller's token carry role? The one role check of
  * authflow: the gate asks only this (the token is all it reads). */
 bool af_has_role(const struct af_req *req, const char *role);

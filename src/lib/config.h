@@ -26,6 +26,8 @@ struct af_config {
     bool cookies_enabled, cookies_secure;
     /* passwords */
     long password_min_length, argon2_iterations, argon2_memory_kib;
+    char *password_common_list;
+    bool password_dictionary_check;
     /* auth */
     bool require_verified_email;
     long email_code_ttl, email_code_attempts, email_code_cooldown, reset_token_ttl;
@@ -40,6 +42,11 @@ struct af_config {
     /* gate */
     char *gate_login_url;
     long gate_session_memory_ms;
+    /* ratelimit */
+    bool rl_enabled;
+    long rl_auth_per_ip, rl_users_per_ip, rl_admin_per_ip, rl_per_account;
+    long rl_login_failures, rl_login_window, rl_login_lockout, rl_login_lockout_max;
+    long rl_login_failures_per_ip;
     /* cleanup */
     long cleanup_keep_days, audit_keep_days;
     /* log */

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "ratelimit.h"
+#include "validate.h"
 
 void af_ctx_slim(char **argv)
 {
@@ -42,6 +44,11 @@ int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path
     enum af_log_level lvl;
     if (af_log_level_parse(ctx->cfg.log_level, &lvl) == 0)
         af_log_set_level(lvl);
+    if ((needs & AF_NEED_PWPOLICY) && af_pwpolicy_load(&ctx->pwpolicy, &ctx->cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: configuration: %s\n", program, err);
+        af_log(AF_LOG_ERROR, "config_error", "error", err, NULL);
+        return -1;
+    }
     if ((needs & AF_NEED_KEYS) && af_keyset_load(&ctx->keys, ctx->cfg.keys_dir, err, sizeof err) < 0) {
         fprintf(stderr, "%s: keys: %s\n", program, err);
         af_log(AF_LOG_ERROR, "keys_error", "error", err, NULL);
@@ -62,5 +69,7 @@ void af_ctx_free(struct af_ctx *ctx)
     af_db_free(ctx->db);
     af_cache_free(ctx->cache);
     af_keyset_free(ctx->keys);
+    af_pwpolicy_free(ctx->pwpolicy);
+    af_ratelimit_free(ctx);
     af_config_free(&ctx->cfg);
 }

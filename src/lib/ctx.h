@@ -24,13 +24,17 @@ struct af_ctx {
     bool no_user_prefetch;          /* the gate: authentication needs no user object */
     bool remember_sessions;         /* the gate: [gate] session_memory_ms applies */
     bool ignore_body;               /* the gate: never reads a request body */
+    struct af_pwpolicy *pwpolicy;   /* password screening lists (validate.c), or NULL */
+    struct af_ratelimit *rl;        /* per-process limiter state (ratelimit.c), or NULL */
     /* Waiting revocations (session.c): the Redis connection they were
      * last written to, and when to look for them again. */
     unsigned long repaired_connection;
     int64_t repair_due_us;
 };
 
-enum af_ctx_needs { AF_NEED_KEYS = 1 };
+/* AF_NEED_PWPOLICY: the program takes new passwords and loads the
+ * screening lists (validate.h) at start-up; the others keep the memory. */
+enum af_ctx_needs { AF_NEED_KEYS = 1, AF_NEED_PWPOLICY = 2 };
 
 /* Called first in main(): re-executes the program once with GnuTLS's
  * load-time initialisation switched off. libpq pulls GnuTLS in (through

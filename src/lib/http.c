@@ -16,6 +16,7 @@
 #include "cookie.h"
 #include "ctx.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "util.h"
 
 /* Bodies over the limit are read and thrown away up to this size, so the
@@ -424,6 +425,49 @@ static const char *reason(int status)
     }
 }
 
+/* CORS: a browser page of an allowed origin may call authflow with its
+ * cookies and read the answer; every other origin gets no CORS header, so
+ * its pages cannot read anything. */
+static void cors_headers(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    const char *origin = af_req_header(req, "Origin");
+    if (!origin)
+        return;
+    af_resp_header(resp, req, "Vary", "Origin");
+    if (!af_origin_allowed(ctx, origin))
+        return;
+    af_resp_header(resp, req, "Access-Control-Allow-Origin", origin);
+    af_resp_header(resp, req, "Access-Control-Allow-Credentials", "true");
+    af_resp_header(resp, req, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After, Location");
+}
+
+/* A CORS preflight (OPTIONS with Access-Control-Request-Method): 204 with
+ * the path's methods for an allowed origin, 403 without CORS headers for
+ * any other; 404 for a path that does not exist. */
+static void preflight(struct af_ctx *ctx, const struct af_route *routes, size_t n, struct af_req *req,
+                      struct af_resp *resp)
+{
+    struct af_resp probe;
+    memset(&probe, 0, sizeof probe);
+    route(ctx, routes, n, req, &probe);
+    const char *allow = NULL;
+    for (int i = 0; i < probe.nheaders; i++)
+        if (!strcmp(probe.headers[i].name, "Allow"))
+            allow = probe.headers[i].value;
+    const char *origin = af_req_header(req, "Origin");
+    if (!allow) {
+        af_resp_problem(resp, req, 404, "not_found", "No such resource.");
+    } else if (!origin || !af_origin_allowed(ctx, origin)) {
+        af_resp_problem(resp, req, 403, "forbidden", "This origin may not call authflow from a browser.");
+    } else {
+        af_resp_empty(resp, 204);
+        af_resp_header(resp, req, "Access-Control-Allow-Methods", allow);
+        af_resp_header(resp, req, "Access-Control-Allow-Headers",
+                       "Authorization, Content-Type, X-CSRF-Token, X-Request-Id");
+        af_resp_header(resp, req, "Access-Control-Max-Age", "600");
+    }
+}
+
 static void write_response(FCGX_Request *r, struct af_req *req, struct af_resp *resp)
 {
     FCGX_FPrintF(r->out, "Status: %d %s\r\n", resp->status, reason(resp->status));
@@ -490,20 +534,36 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
         }
     }
 
-    const struct af_route *rt = route(ctx, routes, n, &req, &resp);
+    const struct af_route *rt = NULL;
+    if (!strcmp(req.method, "OPTIONS") && af_req_header(&req, "Access-Control-Request-Method"))
+        preflight(ctx, routes, n, &req, &resp);
+    else
+        rt = route(ctx, routes, n, &req, &resp);
     if (rt) {
+        bool pass = false;
         if (req.body_too_large) {
             char detail[96];
             snprintf(detail, sizeof detail, "The body must not exceed %ld bytes.", ctx->cfg.max_body_bytes);
             af_resp_problem(&resp, &req, 413, "payload_too_large", detail);
-        } else if (rt->access == AF_PUBLIC ||
-                   (af_authenticate(ctx, &req, &resp) &&
-                    (rt->access != AF_ADMIN || af_require_role(ctx, &req, &resp, "admin")))) {
+        } else {
+            pass = rt->access == AF_PUBLIC || af_authenticate(ctx, &req, &resp);
+        }
+        /* Health and key documents are exempt: monitors poll them. A
+         * refused request is answered 429 whatever else it would get. */
+        struct af_resp limited;
+        memset(&limited, 0, sizeof limited);
+        limited.no_store = true;
+        if (!req.body_too_large && !root_pattern(rt->pattern) &&
+            !af_ratelimit_request(ctx, &req, &limited)) {
+            resp = limited;
+        } else if (pass && (rt->access != AF_ADMIN || af_require_role(ctx, &req, &resp, "admin"))) {
             rt->handler(ctx, &req, &resp);
             if (resp.status == 0)
                 af_resp_internal(&resp, &req, "handler set no status");
         }
     }
+    if (!resp.bare)
+        cors_headers(ctx, &req, &resp);
     write_response(r, &req, &resp);
 
     struct af_log_request lr = {

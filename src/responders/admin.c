@@ -135,9 +135,12 @@ static void do_create_user(struct af_ctx *ctx, struct af_req *req, struct af_res
     const char *password = af_body_string(body, "password", false, &fe);
     const char *name = af_body_string(body, "full_name", false, &fe);
     const char *why;
-    if (email_in && (why = af_email_normalize(email_in, email)))
+    email[0] = '\0';
+    if (email_in && (why = af_email_normalize(email_in, email))) {
         af_field_error(&fe, "email", why);
-    if (password && (why = af_password_check(password, ctx->cfg.password_min_length)))
+        email[0] = '\0';
+    }
+    if (password && (why = af_pwpolicy_check(ctx->pwpolicy, password, *email ? email : NULL, name)))
         af_field_error(&fe, "password", why);
     if (name && (why = af_name_check(name)))
         af_field_error(&fe, "full_name", why);
@@ -295,7 +298,7 @@ int main(int argc, char **argv)
     (void)argc;
     af_ctx_slim(argv);
     struct af_ctx ctx;
-    if (af_ctx_init(&ctx, "authflow-admin", NULL, AF_NEED_KEYS) < 0)
+    if (af_ctx_init(&ctx, "authflow-admin", NULL, AF_NEED_KEYS | AF_NEED_PWPOLICY) < 0)
         return 1;
     int rc = af_serve(&ctx, routes, sizeof routes / sizeof routes[0]);
     af_ctx_free(&ctx);

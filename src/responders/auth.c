@@ -14,21 +14,26 @@
 #include "ctx.h"
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "session.h"
 #include "user.h"
 #include "validate.h"
 
-/* Reads and checks email and password. A new password must meet the
- * policy; an existing one only needs to be of a length that could match. */
+/* Reads and checks email and password; email is "" unless valid. An
+ * existing password only needs a length that could match; a new one is
+ * left to the caller, which screens it with the account's name too. */
 static const char *credentials(struct af_ctx *ctx, json_object *body, struct af_field_errors *fe,
                                char email[AF_EMAIL_MAX + 1], bool new_password)
 {
     const char *email_in = af_body_string(body, "email", true, fe);
     const char *password = af_body_string(body, "password", true, fe);
     const char *why;
-    if (email_in && (why = af_email_normalize(email_in, email)))
+    email[0] = '\0';
+    if (email_in && (why = af_email_normalize(email_in, email))) {
         af_field_error(fe, "email", why);
-    if (password && (why = af_password_check(password, new_password ? ctx->cfg.password_min_length : 1)))
+        email[0] = '\0';
+    }
+    if (password && !new_password && (why = af_password_check(password, 1)))
         af_field_error(fe, "password", why);
     return password;
 }
@@ -43,6 +48,8 @@ static void do_register(struct af_ctx *ctx, struct af_req *req, struct af_resp *
     const char *password = credentials(ctx, body, &fe, email, true);
     const char *name = af_body_string(body, "full_name", false, &fe);
     const char *why;
+    if (password && (why = af_pwpolicy_check(ctx->pwpolicy, password, *email ? email : NULL, name)))
+        af_field_error(&fe, "password", why);
     if (name && (why = af_name_check(name)))
         af_field_error(&fe, "full_name", why);
     if (af_resp_field_errors(resp, req, &fe))
@@ -120,13 +127,15 @@ static void do_forgot(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
         af_account_forgot(ctx, req, resp, email);
 }
 
-/* Reads a new password under the policy into *out; false after 400. */
+/* Reads a new password into *out under the policy, as far as it goes
+ * without the account: account.c screens it again against the account's
+ * email and name once the link or the session names it. */
 static bool new_password_field(struct af_ctx *ctx, json_object *body, struct af_field_errors *fe,
                                const char **out)
 {
     const char *why;
     *out = af_body_string(body, "new_password", true, fe);
-    if (*out && (why = af_password_check(*out, ctx->cfg.password_min_length)))
+    if (*out && (why = af_pwpolicy_check(ctx->pwpolicy, *out, NULL, NULL)))
         af_field_error(fe, "new_password", why);
     return *out != NULL;
 }
@@ -170,6 +179,10 @@ static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
     if (af_resp_field_errors(resp, req, &fe))
         return;
 
+    /* Throttled before anything is looked up: a waiting account's answer
+     * says nothing about its password or its existence. */
+    if (!af_login_throttle_check(ctx, req, resp, email))
+        return;
     struct af_user u;
     bool found;
     enum af_db_status st = af_user_by_email(ctx, req, email, &u, &found);
@@ -187,11 +200,13 @@ static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         ok = false;
     }
     if (!ok) {
+        af_login_throttle_failed(ctx, req, email);
         af_audit(ctx, req, "login_failure", found ? u.id : NULL, found ? u.id : NULL, NULL,
                  found ? "{\"reason\":\"wrong_password\"}" : "{\"reason\":\"unknown_email\"}");
         af_resp_problem(resp, req, 401, "invalid_credentials", "The email or password is wrong.");
         return;
     }
+    af_login_throttle_clear(ctx, email);
     if (u.disabled) {
         af_audit(ctx, req, "login_failure", u.id, u.id, NULL, "{\"reason\":\"account_disabled\"}");
         af_resp_problem(resp, req, 403, "account_disabled", "This account is disabled.");
@@ -325,7 +340,7 @@ int main(int argc, char **argv)
     (void)argc;
     af_ctx_slim(argv);
     struct af_ctx ctx;
-    if (af_ctx_init(&ctx, "authflow-auth", NULL, AF_NEED_KEYS) < 0)
+    if (af_ctx_init(&ctx, "authflow-auth", NULL, AF_NEED_KEYS | AF_NEED_PWPOLICY) < 0)
         return 1;
     /* Make the first unknown-email login as slow as the others. */
     af_password_verify_dummy(&ctx.cost, "");

@@ -8,7 +8,8 @@
 load helpers
 
 setup_file() {
-    af_stack_up AUTHFLOW_AUTH_REQUIRE_VERIFIED_EMAIL=false
+    af_stack_up AUTHFLOW_AUTH_REQUIRE_VERIFIED_EMAIL=false \
+        AUTHFLOW_SERVER_ALLOWED_ORIGINS='https://app.example.test, https://admin.example.test'
     if [[ $(conf_get cookies secure) == true ]]; then
         export ACCESS_COOKIE=__Host-af_access REFRESH_COOKIE=__Secure-af_refresh COOKIES_SECURE=1
     else
@@ -106,6 +107,71 @@ cookie_login() {
     api_json PATCH "$API/users/me" '{"full_name": "Cross Site"}' -b "$ACCESS_COOKIE=$C_ACCESS; csrf=$C_CSRF" \
         -H "X-CSRF-Token: $C_CSRF" -H 'Origin: https://evil.example'
     assert_problem 403 csrf_failed
+}
+
+@test "a cookie request from an allowed Origin with the CSRF header is 200" {
+    cookie_login
+    api_json PATCH "$API/users/me" '{"full_name": "Allowed App"}' -b "$ACCESS_COOKIE=$C_ACCESS; csrf=$C_CSRF" \
+        -H "X-CSRF-Token: $C_CSRF" -H 'Origin: https://app.example.test'
+    assert_status 200
+    assert_equal "$(header Access-Control-Allow-Origin)" "https://app.example.test"
+    assert_equal "$(header Access-Control-Allow-Credentials)" "true"
+    assert_equal "$(header Vary)" "Origin"
+}
+
+@test "CORS preflight from an allowed origin: 204 with the path's methods, the headers and credentials" {
+    api OPTIONS "$API/users/me" -H 'Origin: https://admin.example.test' \
+        -H 'Access-Control-Request-Method: PATCH' -H 'Access-Control-Request-Headers: content-type, x-csrf-token'
+    assert_status 204
+    assert_equal "$(header Access-Control-Allow-Origin)" "https://admin.example.test"
+    assert_equal "$(header Access-Control-Allow-Credentials)" "true"
+    local methods allowed
+    methods=$(header Access-Control-Allow-Methods)
+    for m in GET PATCH DELETE; do
+        [[ $methods == *"$m"* ]] || fail "Access-Control-Allow-Methods '$methods' lacks $m"
+    done
+    allowed=$(header Access-Control-Allow-Headers)
+    for h in Content-Type X-CSRF-Token Authorization; do
+        [[ ${allowed,,} == *"${h,,}"* ]] || fail "Access-Control-Allow-Headers '$allowed' lacks $h"
+    done
+    [[ $(header Access-Control-Max-Age) =~ ^[0-9]+$ ]]
+    [[ -z $body ]]
+}
+
+@test "CORS preflight from a foreign origin: 403 and no CORS header at all" {
+    api OPTIONS "$API/auth/login" -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: POST'
+    assert_problem 403 forbidden
+    if grep -qi '^access-control-' <<<"$headers"; then
+        fail "CORS headers for a foreign origin: $(grep -i '^access-control-' <<<"$headers")"
+    fi
+    # Origin "null" (sandboxed frames, file: pages) is no allowed origin either.
+    api OPTIONS "$API/auth/login" -H 'Origin: null' -H 'Access-Control-Request-Method: POST'
+    assert_status 403
+    ! grep -qi '^access-control-allow-origin' <<<"$headers"
+}
+
+@test "CORS: a foreign origin's simple request gets no CORS header; an unknown path's preflight is 404" {
+    new_account
+    me "$ACCESS" -H 'Origin: https://evil.example'
+    assert_status 200
+    ! grep -qi '^access-control-' <<<"$headers"
+    api OPTIONS "$API/users/nothing-here" -H 'Origin: https://app.example.test' -H 'Access-Control-Request-Method: GET'
+    assert_status 404
+}
+
+@test "security headers on every answer: nosniff, no referrer, no-store where tokens or personal data travel" {
+    new_account
+    local what
+    for what in login me problem; do
+        case $what in
+        login) login "$EMAIL" "$PASSWORD" ;;
+        me) me "$ACCESS" ;;
+        problem) api_json POST "$API/auth/login" '{"email": 1}' ;;
+        esac
+        assert_equal "$(header X-Content-Type-Options)" "nosniff"
+        assert_equal "$(header Referrer-Policy)" "no-referrer"
+        assert_no_store
+    done
 }
 
 @test "a Bearer request is unaffected by the CSRF rule" {

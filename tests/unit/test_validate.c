@@ -1,9 +1,13 @@
 /* test_validate.c — boundary checks on email addresses, passwords and
- * display names. */
+ * display names, and the password policy. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "config.h"
 #include "tap.h"
+#include "util.h"
 #include "validate.h"
 
 #define INVALID "is not a valid email address"
@@ -180,10 +184,176 @@ static void test_name(void)
     free(s);
 }
 
+#define COMMON "is too common: it is, or is built on, one of the most used passwords"
+#define CONTEXT "must not contain your email address, your name or the name of this service"
+#define SIMPLE "is too simple: avoid sequences, repeats and dictionary words"
+/* 64 code points: spaces, two emoji, a dash and letters outside ASCII. */
+#define PASSPHRASE "Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln \xf0\x9f\x8c\x89 und Z\xc3\xbcrich, wir " \
+    "tr\xc3\xa4umen vom Meer \xf0\x9f\x8c\xb8 \xe2\x80\x94 \xc3\xa7" "a va bien"
+
+static struct af_config policy_config(const char *list, bool dictionary, long min_length)
+{
+    struct af_config cfg = {0};
+    cfg.password_min_length = min_length;
+    cfg.password_common_list = (char *)list;
+    cfg.password_dictionary_check = dictionary;
+    cfg.product_name = "Acme Cloud";
+    return cfg;
+}
+
+static struct af_pwpolicy *policy(const char *list, bool dictionary, long min_length)
+{
+    struct af_config cfg = policy_config(list, dictionary, min_length);
+    struct af_pwpolicy *p = NULL;
+    char err[512];
+    if (af_pwpolicy_load(&p, &cfg, err, sizeof err) < 0)
+        diag("af_pwpolicy_load: %s", err);
+    return p;
+}
+
+/* The loader, on a small list of its own. */
+static void test_policy_list(void)
+{
+    char path[] = "/tmp/af-test-list.XXXXXX";
+    int fd = mkstemp(path);
+    const char text[] = "# a comment, not an entry\n\nHunter2Hunter\r\ndragon\nDRAGON\nmonkey";
+    ok(fd >= 0 && write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1), "list written");
+    close(fd);
+    struct af_pwpolicy *p = policy(path, false, 12);
+    ok(p != NULL, "a list with comments, CRLF and no final newline loads");
+    if (p) {
+        is_str(af_pwpolicy_check(p, "hunter2hunter", NULL, NULL), COMMON, "entry found (CRLF stripped)");
+        is_str(af_pwpolicy_check(p, "HUNTER2HUNTER", NULL, NULL), COMMON, "case aside");
+        is_str(af_pwpolicy_check(p, "Dr4g0n!!!!!!1", NULL, NULL), COMMON, "its core: ends stripped, leet undone");
+        is_str(af_pwpolicy_check(p, "$$monkey$$$$$", NULL, NULL), COMMON, "last line without newline");
+        is_str(af_pwpolicy_check(p, "# a comment, not an entry", NULL, NULL), NULL, "comment lines are no entries");
+        is_str(af_pwpolicy_check(p, "dragonfly at dawn", NULL, NULL), NULL, "an entry inside a longer password is fine");
+        is_str(af_pwpolicy_check(p, "123456789012", NULL, NULL), NULL,
+               "without the dictionary check a digit sequence is only screened by the list");
+        af_pwpolicy_free(p);
+    }
+    unlink(path);
+
+    struct af_config cfg = policy_config("/nonexistent/common-passwords.txt", false, 12);
+    char err[512] = "";
+    p = (struct af_pwpolicy *)1;
+    ok(af_pwpolicy_load(&p, &cfg, err, sizeof err) < 0 && p == NULL, "a missing list is an error");
+    ok(strstr(err, "[passwords] common_list") && strstr(err, "/nonexistent/common-passwords.txt"),
+       "which names the key and the file: %s", err);
+    p = policy("", false, 12);
+    ok(p != NULL, "an empty common_list: no list");
+    if (p) {
+        is_str(af_pwpolicy_check(p, "password1234", NULL, NULL), NULL, "then nothing is common");
+        is_str(af_pwpolicy_check(p, "abcdefghijk", NULL, NULL), "must be at least 12 characters long",
+               "the length rule still holds");
+        af_pwpolicy_free(p);
+    }
+}
+
+/* The shipped list and libpwquality, as the programs load them. */
+static void test_policy(void)
+{
+    const char *srcdir = getenv("AUTHFLOW_SRCDIR");
+    char list[4096];
+    snprintf(list, sizeof list, "%s/etc/common-passwords.txt", srcdir ? srcdir : ".");
+    struct af_pwpolicy *p = policy(list, true, 12);
+    if (!ok(p != NULL, "the shipped list and the dictionary check load"))
+        return;
+    const char *email = "margarethamilton@example.com", *name = "Margaret Hamilton";
+    static const char *const common[] = {
+        "password1234", "Password123!", "P@ssw0rd2024", "iloveyou2024", "sunshine2023",
+        "letmein12345", "qwertyuiop12", "@dmin1234567", "!!Dragon2023!!", "trustno1trustno1",
+    };
+    for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
+        is_str(af_pwpolicy_check(p, common[i], email, name), COMMON, "'%s' is common", common[i]);
+
+    is_str(af_pwpolicy_check(p, "margarethamilton", email, name), CONTEXT, "the email's local part");
+    is_str(af_pwpolicy_check(p, "margarethamilton2024", email, name), CONTEXT, "... with digits appended");
+    is_str(af_pwpolicy_check(p, "M4rg4r3th4m1lt0n!", email, name), CONTEXT, "... in leet");
+    is_str(af_pwpolicy_check(p, "my name is hamilton", "m.hamilton@example.com", NULL), CONTEXT,
+           "a dot-separated part of the local part");
+    is_str(af_pwpolicy_check(p, "hamilton rocks forever", NULL, name), CONTEXT, "a word of the name");
+    is_str(af_pwpolicy_check(p, "Gr\xc3\xa1" "inne rocks forever", NULL, "Gr\xc3\xa1inne Mhaol"), CONTEXT,
+           "a word of the name with a non-ASCII letter");
+    is_str(af_pwpolicy_check(p, "bo li runs the show", NULL, "Bo Li"), NULL,
+           "name words under 4 characters are not screened for");
+    is_str(af_pwpolicy_check(p, "acme cloud is great", NULL, NULL), CONTEXT, "the product name");
+    is_str(af_pwpolicy_check(p, "my authflow secret", NULL, NULL), CONTEXT, "the service's own name");
+
+    is_str(af_pwpolicy_check(p, "123456789012", email, name), SIMPLE, "a digit sequence");
+    is_str(af_pwpolicy_check(p, "abcdefghijklmn", email, name), SIMPLE, "a letter sequence");
+    is_str(af_pwpolicy_check(p, "aaaaaaaaaaaa", email, name), SIMPLE, "a repeat");
+    is_str(af_pwpolicy_check(p, "            ", email, name), SIMPLE, "12 spaces");
+    char *s = repeat("\xf0\x9f\x98\x80", 12);
+    is_str(af_pwpolicy_check(p, s, email, name), SIMPLE, "the same emoji 12 times");
+    free(s);
+
+    is_str(af_pwpolicy_check(p, "Vq7#kXz2!mW", email, name), "must be at least 12 characters long",
+           "11 code points refused");
+    s = repeat("\xc3\xa9", 11);
+    is_str(af_pwpolicy_check(p, s, email, name), "must be at least 12 characters long",
+           "11 two-byte code points (22 bytes) refused");
+    free(s);
+    s = repeat("x", 129);
+    is_str(af_pwpolicy_check(p, s, email, name), "must be at most 128 characters long", "129 refused");
+    free(s);
+    is_str(af_pwpolicy_check(p, "Vq7#kXz2!mWp", email, name), NULL, "12 uncommon characters accepted");
+    ok(af_utf8_len(PASSPHRASE) == 64, "the passphrase has 64 code points");
+    is_str(af_pwpolicy_check(p, PASSPHRASE, email, name), NULL,
+           "a 64-code-point passphrase with spaces, emoji and non-ASCII letters accepted");
+    is_str(af_pwpolicy_check(p, "correct horse battery staple", email, name), NULL, "a classic passphrase");
+    /* cracklib alone calls these "too simplistic/systematic". */
+    is_str(af_pwpolicy_check(p, "lenders options almonds cicada", email, name), NULL,
+           "a passphrase whose words hold several neighbouring letters");
+    is_str(af_pwpolicy_check(p, "vivid lantern 23456 river 89ab", email, name), NULL,
+           "... and digits");
+    is_str(af_pwpolicy_check(p, "1234567890123456789012345678", email, name), SIMPLE,
+           "a long digit sequence still refused");
+    static const char *const scripts[] = {
+        "\xd0\x9c\xd0\xbe\xd0\xb9 \xd0\xba\xd0\xbe\xd1\x82 \xd0\xbb\xd1\x8e\xd0\xb1\xd0\xb8\xd1\x82 "
+        "\xd1\x81\xd0\xbf\xd0\xb0\xd1\x82\xd1\x8c",                          /* Russian */
+        "\xe3\x81\x99\xe3\x81\xb9\xe3\x81\xa6\xe3\x81\xae\xe7\x8c\xab\xe3\x81\xaf\xe6\x9c\x88"
+        "\xe6\x9b\x9c\xe6\x97\xa5\xe3\x81\xab\xe7\x9c\xa0\xe3\x82\x8b",      /* Japanese */
+        "\xf0\x9f\x90\xb1\xf0\x9f\x90\xb6\xf0\x9f\xa6\x8a\xf0\x9f\x90\xbb\xf0\x9f\x90\xbc\xf0\x9f\x90\xa8"
+        "\xf0\x9f\x90\xaf\xf0\x9f\xa6\x81\xf0\x9f\x90\xae\xf0\x9f\x90\xb7\xf0\x9f\x90\xb8\xf0\x9f\x90\xb5",
+    };
+    for (size_t i = 0; i < sizeof scripts / sizeof scripts[0]; i++)
+        is_str(af_pwpolicy_check(p, scripts[i], email, name), NULL, "non-Latin passphrase %zu accepted", i + 1);
+
+    /* Time per check: list look-ups, context words and libpwquality. */
+    static const char *const timed[] = {
+        PASSPHRASE, "correct horse battery staple", "Vq7#kXz2!mWp", "password1234", "Tr0ub4dor&3xyz",
+    };
+    struct timespec t0, t1;
+    int n = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int round = 0; round < 20; round++)
+        for (size_t i = 0; i < sizeof timed / sizeof timed[0]; i++, n++)
+            af_pwpolicy_check(p, timed[i], email, name);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double us = ((double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e3) / n;
+    diag("%.0f us per check on average", us);
+    ok(us < 50000, "a check takes well under the password hash's time");
+    af_pwpolicy_free(p);
+
+    p = policy(list, false, 8);
+    if (ok(p != NULL, "min_length 8, no dictionary check")) {
+        is_str(af_pwpolicy_check(p, "Vq7#kXz2", NULL, NULL), NULL, "8 characters accepted with min 8");
+        is_str(af_pwpolicy_check(p, "Vq7#kXz", NULL, NULL), "must be at least 8 characters long",
+               "7 refused, naming the minimum");
+        is_str(af_pwpolicy_check(p, "password", NULL, NULL), COMMON, "the list still applies");
+        is_str(af_pwpolicy_check(p, "123456789012", NULL, NULL), NULL,
+               "sequences are the dictionary check's");
+        af_pwpolicy_free(p);
+    }
+}
+
 int main(void)
 {
     test_email();
     test_password();
     test_name();
+    test_policy_list();
+    test_policy();
     return done_testing();
 }
