@@ -16,10 +16,10 @@
 #define MAX_LIMITS 2
 #define LOCAL_SLOTS 4096
 
-/* GCRA over KEYS, with (emission interval, tolerance) in microseconds as
- * ARGV pairs: refuses, without counting, when any key's theoretical arrival
- * time is more than its tolerance ahead; returns the wait in microseconds
- * (0: taken from every key). */
+/* GCRA over KEYS, with (emission interval, period, cost) in microseconds
+ * and requests as ARGV triples: takes cost requests from every key, or,
+ * without counting anything, answers how long (microseconds) until it
+ * could; 0: taken. */
 static struct af_cache_script gcra_script = {
     .source =
         "local t = redis.call('TIME')\n"
@@ -29,12 +29,12 @@ static struct af_cache_script gcra_script = {
         "  local tat = tonumber(redis.call('GET', KEYS[i])) or now\n"
         "  if tat < now then tat = now end\n"
         "  tats[i] = tat\n"
-        "  local w = tat - now - tonumber(ARGV[2 * i])\n"
+        "  local w = tat - now + tonumber(ARGV[3 * i]) * tonumber(ARGV[3 * i - 2]) - tonumber(ARGV[3 * i - 1])\n"
         "  if w > wait then wait = w end\n"
         "end\n"
         "if wait > 0 then return wait end\n"
         "for i = 1, #KEYS do\n"
-        "  local nt = tats[i] + tonumber(ARGV[2 * i - 1])\n"
+        "  local nt = tats[i] + tonumber(ARGV[3 * i]) * tonumber(ARGV[3 * i - 2])\n"
         "  redis.call('SET', KEYS[i], string.format('%.0f', nt), 'PX', math.ceil((nt - now) / 1000))\n"
         "end\n"
         "return 0\n",
@@ -87,10 +87,25 @@ struct slot {
     int64_t expires;
 };
 
+/* Requests taken from Redis ahead, for one key: a client that sends many
+ * requests to this process costs one Redis round trip per lease, not per
+ * request. A lease that was used up before it lapsed is followed by one
+ * twice as large (up to a fiftieth of the limit); one that lapsed unused
+ * by one request. Unused requests of a lease stay counted: a lease can
+ * only refuse a little early, never let more through. */
+#define LEASE_SLOTS 1024
+#define LEASE_US 250000
+struct lease {
+    uint64_t h;
+    int64_t until;
+    long left, size;
+};
+
 struct af_ratelimit {
     unsigned char hkey[crypto_shorthash_KEYBYTES];
     bool local;             /* Redis is unreachable: limits are per process */
     struct slot slots[LOCAL_SLOTS];
+    struct lease leases[LEASE_SLOTS];
 };
 
 static struct af_ratelimit *state(struct af_ctx *ctx)
@@ -133,10 +148,16 @@ static bool shared(struct af_ctx *ctx, struct af_cache_script *script, int nkeys
     return ok;
 }
 
-static struct slot *slot_for(struct af_ratelimit *rl, const char *key, int64_t now)
+static uint64_t key_hash(struct af_ratelimit *rl, const char *key)
 {
     uint64_t h;
     crypto_shorthash((unsigned char *)&h, (const unsigned char *)key, strlen(key), rl->hkey);
+    return h;
+}
+
+static struct slot *slot_for(struct af_ratelimit *rl, const char *key, int64_t now)
+{
+    uint64_t h = key_hash(rl, key);
     struct slot *s = &rl->slots[h % LOCAL_SLOTS];
     if (s->h != h || s->expires <= now)
         *s = (struct slot){.h = h};
@@ -154,9 +175,9 @@ static long long interval_us(const struct af_limit *l)
     return (long long)l->period_s * 1000000 / l->limit;
 }
 
-static long long tolerance_us(const struct af_limit *l)
+static long long period_us(const struct af_limit *l)
 {
-    return (long long)l->period_s * 1000000 - interval_us(l);
+    return (long long)l->period_s * 1000000;
 }
 
 static int64_t take_local(struct af_ratelimit *rl, char keys[][160], const struct af_limit *limits, int n)
@@ -166,7 +187,7 @@ static int64_t take_local(struct af_ratelimit *rl, char keys[][160], const struc
     for (int i = 0; i < n; i++) {
         s[i] = slot_for(rl, keys[i], now);
         int64_t tat = s[i]->a > now ? s[i]->a : now;
-        int64_t w = tat - now - tolerance_us(&limits[i]);
+        int64_t w = tat - now + interval_us(&limits[i]) - period_us(&limits[i]);
         if (w > wait)
             wait = w;
     }
@@ -179,27 +200,83 @@ static int64_t take_local(struct af_ratelimit *rl, char keys[][160], const struc
     return 0;
 }
 
-bool af_ratelimit_take(struct af_ctx *ctx, const struct af_limit *limits, int n, long *retry_after)
+/* Takes need[i] requests from Redis for each key with need[i] > 0: 0, a
+ * wait (microseconds), or -1 when Redis did not answer. */
+static int64_t take_shared(struct af_ctx *ctx, char keys[][160], const struct af_limit *limits,
+                           const long *need, int n)
 {
-    char keys[MAX_LIMITS][160], args[2 * MAX_LIMITS][24];
-    const char *kp[MAX_LIMITS], *ap[2 * MAX_LIMITS];
-    if (n > MAX_LIMITS)
-        n = MAX_LIMITS;
+    char args[3 * MAX_LIMITS][24];
+    const char *kp[MAX_LIMITS], *ap[3 * MAX_LIMITS];
+    int m = 0;
     for (int i = 0; i < n; i++) {
-        snprintf(keys[i], sizeof keys[i], "af:rl:%s", limits[i].key);
-        snprintf(args[2 * i], sizeof args[0], "%lld", interval_us(&limits[i]));
-        snprintf(args[2 * i + 1], sizeof args[0], "%lld", tolerance_us(&limits[i]));
-        kp[i] = keys[i];
-        ap[2 * i] = args[2 * i];
-        ap[2 * i + 1] = args[2 * i + 1];
+        if (!need[i])
+            continue;
+        snprintf(args[3 * m], sizeof args[0], "%lld", interval_us(&limits[i]));
+        snprintf(args[3 * m + 1], sizeof args[0], "%lld", period_us(&limits[i]));
+        snprintf(args[3 * m + 2], sizeof args[0], "%ld", need[i]);
+        kp[m] = keys[i];
+        for (int j = 0; j < 3; j++)
+            ap[3 * m + j] = args[3 * m + j];
+        m++;
     }
     int64_t wait = 0;
-    if (!shared(ctx, &gcra_script, n, kp, 2 * n, ap, &wait) && state(ctx))
-        wait = take_local(ctx->rl, keys, limits, n);
-    if (wait <= 0)
-        return true;
-    *retry_after = seconds(wait);
-    return false;
+    return shared(ctx, &gcra_script, m, kp, 3 * m, ap, &wait) ? wait : -1;
+}
+
+bool af_ratelimit_take(struct af_ctx *ctx, const struct af_limit *limits, int n, long *retry_after)
+{
+    struct af_ratelimit *rl = state(ctx);
+    if (!rl)
+        return true;                /* out of memory: no limit rather than no service */
+    if (n > MAX_LIMITS)
+        n = MAX_LIMITS;
+    char keys[MAX_LIMITS][160];
+    struct lease *ls[MAX_LIMITS];
+    long need[MAX_LIMITS], one[MAX_LIMITS];
+    bool any = false, bigger = false;
+    int64_t now = af_now_us();
+    for (int i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof keys[i], "af:rl:%s", limits[i].key);
+        uint64_t h = key_hash(rl, keys[i]);
+        ls[i] = &rl->leases[h % LEASE_SLOTS];
+        if (ls[i]->h != h)
+            *ls[i] = (struct lease){.h = h};
+        one[i] = need[i] = 0;
+        if (ls[i]->left > 0 && ls[i]->until > now)
+            continue;
+        /* Used up in time: twice as large; else one request. */
+        long cap = limits[i].limit / 50 > 1 ? limits[i].limit / 50 : 1;
+        long size = ls[i]->left == 0 && ls[i]->until > now ? 2 * ls[i]->size : 1;
+        need[i] = size < 1 ? 1 : size > cap ? cap : size;
+        one[i] = 1;
+        any = true;
+        bigger |= need[i] > 1;
+    }
+    int64_t wait = 0;
+    if (any) {
+        wait = take_shared(ctx, keys, limits, need, n);
+        /* Near the limit a large lease is refused where one request is not. */
+        if (wait > 0 && bigger) {
+            memcpy(need, one, sizeof need);
+            wait = take_shared(ctx, keys, limits, need, n);
+        }
+        if (wait < 0) {
+            wait = take_local(rl, keys, limits, n);
+        } else if (wait == 0) {
+            for (int i = 0; i < n; i++)
+                if (need[i])
+                    *ls[i] = (struct lease){.h = ls[i]->h, .until = now + LEASE_US, .left = need[i],
+                                            .size = need[i]};
+        }
+    }
+    if (wait > 0) {
+        *retry_after = seconds(wait);
+        return false;
+    }
+    if (!rl->local)
+        for (int i = 0; i < n; i++)
+            ls[i]->left--;
+    return true;
 }
 
 /* The endpoint group's per-address limit: "auth" from "authflow-auth";

@@ -5,8 +5,9 @@
  * then one request every period/L), login failures as a count per account
  * with a lockout that doubles with each failure past the threshold, and a
  * count per client address. Each check is one atomic script, one round
- * trip. A refused request does not count, so a client that keeps trying
- * gets in again at the allowed rate.
+ * trip; a busy client's requests are taken in leases (see ratelimit.c) so
+ * that most of them need none. A refused request does not count, so a
+ * client that keeps trying gets in again at the allowed rate.
  *
  * When Redis is unreachable each process applies the same limits on its
  * own, in a small table allocated on first need (keyed with a random hash
