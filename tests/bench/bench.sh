@@ -11,7 +11,9 @@
 #   static64  the static file again, at the gate's connection count: the
 #             web server's own latency tail, beside which to read the next two
 #   authz     a static file behind the trivial program as lighttpd's
-#             FastCGI authorizer (it always says 200): the ceiling of a gate
+#             FastCGI authorizer (it always says 200): the ceiling of a gate;
+#             it gets the gate's requests (the same users' bearer tokens), so
+#             that the client and the web server do the same work in both
 #   gate      the same file behind authflow-gate as the authorizer, with the
 #             access tokens of many users
 # and the Argon2id verification rate of the machine at the configured cost,
@@ -33,6 +35,8 @@
 #                       cores busy; more connections only add queueing
 #                       delay, p99 >= connections / rate by Little's law)
 #   BENCH_GATE_CONNECTIONS  wrk connections for authz and gate (default 64)
+#   BENCH_GATE_ROUNDS   rounds of static64, authz and gate (default 1); each
+#                       further round prints a `bench round=` line
 #   BENCH_USERS         distinct users created (default 200)
 #   AUTHFLOW_CHILDREN   processes per responder, the trivial one included
 #                       (default: the number of cores)
@@ -47,6 +51,7 @@ THREADS=${BENCH_THREADS:-2}
 CONNS=${BENCH_CONNECTIONS:-32}
 NUSERS=${BENCH_USERS:-200}
 GATE_CONNS=${BENCH_GATE_CONNECTIONS:-64}
+GATE_ROUNDS=${BENCH_GATE_ROUNDS:-1}
 export AUTHFLOW_CHILDREN=${AUTHFLOW_CHILDREN:-$(nproc)}
 
 # The device fingerprint of a session covers the User-Agent: every client
@@ -337,8 +342,15 @@ run_wrk me "$BASE$API/users/me" me.lua "$WORK/access"
 run_wrk login "$BASE$API/auth/login" login.lua "$WORK/credentials"
 RUN_CONNS=$GATE_CONNS warm gate "$BASE/bench-gate/file.txt" me.lua "$WORK/access"
 RUN_CONNS=$GATE_CONNS run_wrk static64 "$BASE/static.txt" plain.lua
-RUN_CONNS=$GATE_CONNS run_wrk authz "$BASE/bench-authz/file.txt" plain.lua
+RUN_CONNS=$GATE_CONNS run_wrk authz "$BASE/bench-authz/file.txt" me.lua "$WORK/access"
 RUN_CONNS=$GATE_CONNS run_wrk gate "$BASE/bench-gate/file.txt" me.lua "$WORK/access"
+# More rounds of the three 64-connection runs, for the spread of their
+# tails on a machine whose neighbours come and go.
+for ((round = 2; round <= GATE_ROUNDS; round++)); do
+	RUN_CONNS=$GATE_CONNS run_wrk "static64.$round" "$BASE/static.txt" plain.lua
+	RUN_CONNS=$GATE_CONNS run_wrk "authz.$round" "$BASE/bench-authz/file.txt" me.lua "$WORK/access"
+	RUN_CONNS=$GATE_CONNS run_wrk "gate.$round" "$BASE/bench-gate/file.txt" me.lua "$WORK/access"
+done
 run_wrk refresh "$BASE$API/auth/refresh" refresh.lua "$WORK/refresh" "$THREADS"
 rss_snapshot "$WORK/rss-after"
 
@@ -441,6 +453,12 @@ printf '    p99 of the trivial authorizer %.2f ms, of the static file alone %.2f
 	"$(awk -v u="$(stat static64 p99_us)" 'BEGIN { print u / 1000 }')"
 
 printf '%s\n' "${SUMMARY[@]}"
+for ((round = 2; round <= GATE_ROUNDS; round++)); do
+	printf 'bench round=%s static64_rps=%s static64_p99_ms=%s authz_rps=%s authz_p99_ms=%s gate_rps=%s gate_p99_ms=%s\n' \
+		"$round" "$(stat "static64.$round" rps)" "$(awk -v u="$(stat "static64.$round" p99_us)" 'BEGIN { print u / 1000 }')" \
+		"$(stat "authz.$round" rps)" "$(awk -v u="$(stat "authz.$round" p99_us)" 'BEGIN { print u / 1000 }')" \
+		"$(stat "gate.$round" rps)" "$(awk -v u="$(stat "gate.$round" p99_us)" 'BEGIN { print u / 1000 }')"
+done
 printf 'bench rss_idle_max_mib=%s children=%s argon2_ms=%s argon2_parallel_per_s=%s cores=%s\n' \
 	"$MAX_IDLE" "$AUTHFLOW_CHILDREN" "$A2_MS" "$A2_CEIL" "$CORES"
 
