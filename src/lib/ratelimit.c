@@ -89,12 +89,13 @@ struct slot {
 
 /* Requests taken from Redis ahead, for one key: a client that sends many
  * requests to this process costs one Redis round trip per lease, not per
- * request. A lease that was used up before it lapsed is followed by one
- * twice as large (up to a fiftieth of the limit); one that lapsed unused
- * by one request. Unused requests of a lease stay counted: a lease can
- * only refuse a little early, never let more through. */
+ * request. A lease (good for a second) that was used up in time is
+ * followed by one twice as large, up to a fiftieth of the limit; one that
+ * lapsed by one half as large, so the size follows the client's rate.
+ * Unused requests of a lease stay counted: a lease can only refuse a
+ * little early, never let more through. */
 #define LEASE_SLOTS 1024
-#define LEASE_US 250000
+#define LEASE_US 1000000
 struct lease {
     uint64_t h;
     int64_t until;
@@ -244,9 +245,11 @@ bool af_ratelimit_take(struct af_ctx *ctx, const struct af_limit *limits, int n,
         one[i] = need[i] = 0;
         if (ls[i]->left > 0 && ls[i]->until > now)
             continue;
-        /* Used up in time: twice as large; else one request. */
+        /* Used up in time: twice as large; lapsed just now: half; a client
+         * back after a pause starts again at one request. */
         long cap = limits[i].limit / 50 > 1 ? limits[i].limit / 50 : 1;
-        long size = ls[i]->left == 0 && ls[i]->until > now ? 2 * ls[i]->size : 1;
+        long size = ls[i]->left == 0 && ls[i]->until > now ? 2 * ls[i]->size
+                    : ls[i]->until > now - LEASE_US ? ls[i]->size / 2 : 1;
         need[i] = size < 1 ? 1 : size > cap ? cap : size;
         one[i] = 1;
         any = true;
