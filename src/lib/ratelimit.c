@@ -256,6 +256,7 @@ bool af_ratelimit_take(struct af_ctx *ctx, const struct af_limit *limits, int n,
         bigger |= need[i] > 1;
     }
     int64_t wait = 0;
+    bool leased = false;
     if (any) {
         wait = take_shared(ctx, keys, limits, need, n);
         /* Near the limit a large lease is refused where one request is not. */
@@ -266,6 +267,7 @@ bool af_ratelimit_take(struct af_ctx *ctx, const struct af_limit *limits, int n,
         if (wait < 0) {
             wait = take_local(rl, keys, limits, n);
         } else if (wait == 0) {
+            leased = true;
             for (int i = 0; i < n; i++)
                 if (need[i])
                     *ls[i] = (struct lease){.h = ls[i]->h, .until = now + LEASE_US, .left = need[i],
@@ -276,8 +278,9 @@ bool af_ratelimit_take(struct af_ctx *ctx, const struct af_limit *limits, int n,
         *retry_after = seconds(wait);
         return false;
     }
-    if (!rl->local)
-        for (int i = 0; i < n; i++)
+    /* Each key's request comes out of its lease (kept one, or new one). */
+    for (int i = 0; i < n; i++)
+        if (!need[i] || leased)
             ls[i]->left--;
     return true;
 }
