@@ -371,6 +371,7 @@ write_config() {
 		tokens.keys_dir=$R/keys
 		tokens.issuer=$BASE_URL
 		cookies.secure=false
+		metrics.file=$R/metrics
 	EOF
 }
 

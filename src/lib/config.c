@@ -33,6 +33,8 @@ static const struct key keys[] = {
     {"server", "trusted_proxies", K_STR, OFF(trusted_proxies), "", 0, 0, NULL},
     {"database", "dsn", K_STR, OFF(db_dsn), "dbname=authflow", 0, 0, NULL},
     {"database", "connect_timeout", K_INT, OFF(db_connect_timeout), "3", 1, 60, NULL},
+    {"database", "read_dsn", K_STR, OFF(db_read_dsn), "", 0, 0, NULL},
+    {"database", "read_max_lag_ms", K_INT, OFF(db_read_max_lag_ms), "1000", 0, 3600000, NULL},
     {"redis", "host", K_STR, OFF(redis_host), "127.0.0.1", 0, 0, NULL},
     {"redis", "port", K_INT, OFF(redis_port), "6379", 1, 65535, NULL},
     {"redis", "socket", K_STR, OFF(redis_socket), "", 0, 0, NULL},
@@ -98,6 +100,9 @@ static const struct key keys[] = {
     {"cleanup", "keep_days", K_INT, OFF(cleanup_keep_days), "7", 0, 3650, NULL},
     {"cleanup", "audit_keep_days", K_INT, OFF(audit_keep_days), "365", 1, 36500, NULL},
     {"log", "level", K_ENUM, OFF(log_level), "info", 0, 0, "debug info warn error"},
+    {"metrics", "enabled", K_BOOL, OFF(metrics_enabled), "true", 0, 0, NULL},
+    {"metrics", "file", K_STR, OFF(metrics_file), "/run/authflow/metrics", 0, 0, NULL},
+    {"metrics", "allow_from", K_STR, OFF(metrics_allow_from), "127.0.0.1 ::1", 0, 0, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

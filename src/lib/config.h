@@ -14,8 +14,8 @@ struct af_config {
     char *public_url, *api_prefix, *allowed_origins, *trusted_proxies;
     long max_body_bytes;
     /* database */
-    char *db_dsn;
-    long db_connect_timeout;
+    char *db_dsn, *db_read_dsn;
+    long db_connect_timeout, db_read_max_lag_ms;
     /* redis */
     char *redis_host, *redis_socket, *redis_password;
     long redis_port, redis_db, redis_connect_timeout_ms, redis_command_timeout_ms;
@@ -51,6 +51,9 @@ struct af_config {
     long cleanup_keep_days, audit_keep_days;
     /* log */
     char *log_level;
+    /* metrics */
+    bool metrics_enabled;
+    char *metrics_file, *metrics_allow_from;
 };
 
 /* Defaults, then the file (if path is non-NULL), then the environment.
