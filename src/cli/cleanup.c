@@ -59,7 +59,7 @@ int af_cli_cleanup(const struct af_config *cfg, int argc, char **argv)
     snprintf(args[ARG_KEEP_DAYS], sizeof args[0], "%ld", cfg->cleanup_keep_days);
     snprintf(args[ARG_RETENTION_DAYS], sizeof args[0], "%ld", cfg->mail_retention_days);
     snprintf(args[ARG_IDLE_SECONDS], sizeof args[0], "%ld", cfg->refresh_idle_ttl);
-    snprintf(args[ARG_ACCESS_SECONDS], sizeof args[0], "%ld", cfg->access_ttl + 2 * AF_CLOCK_SKEW);
+    snprintf(args[ARG_ACCESS_SECONDS], sizeof args[0], "%ld", cfg->access_ttl + 2 * cfg->clock_skew);
     snprintf(args[ARG_AUDIT_DAYS], sizeof args[0], "%ld", cfg->audit_keep_days);
     int rc = 0;
     for (size_t i = 0; i < sizeof steps / sizeof steps[0] && rc == 0; i++) {

@@ -142,7 +142,13 @@ bool af_authenticate(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         af_resp_header(resp, req, "WWW-Authenticate", "Bearer");
         return false;
     }
-    switch (af_token_verify(ctx->keys, &ctx->token_params, token, time(NULL), &req->claims)) {
+    enum af_token_status ts = af_token_verify(ctx->keys, &ctx->token_params, token, time(NULL), &req->claims);
+    /* Signed with a key added a moment ago by another host's or process's
+     * `keys rotate`? Look at the key directory now rather than within the
+     * second. */
+    if (ts == AF_TOKEN_INVALID && af_ctx_reload_keys(ctx, true))
+        ts = af_token_verify(ctx->keys, &ctx->token_params, token, time(NULL), &req->claims);
+    switch (ts) {
     case AF_TOKEN_OK:
         break;
     case AF_TOKEN_EXPIRED:

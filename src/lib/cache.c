@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define RETRY_AFTER_US 500000
@@ -41,6 +42,7 @@ static void close_failed(redisContext **x, int64_t *down_until, const char *even
 {
     if (*x) {
         af_log(AF_LOG_WARN, event, "error", (*x)->errstr[0] ? (*x)->errstr : why, NULL);
+        af_metrics_add("authflow_redis_errors_total{kind=\"connection\"}", 1);
         redisFree(*x);
         *x = NULL;
     }
@@ -81,6 +83,7 @@ static redisContext *open_connection(const struct af_config *cfg, const char **w
         return NULL;
     if (x->err) {
         af_log(AF_LOG_WARN, "redis_unavailable", "error", x->errstr, NULL);
+        af_metrics_add("authflow_redis_errors_total{kind=\"connect\"}", 1);
         redisFree(x);
         return NULL;
     }
@@ -123,7 +126,8 @@ static bool ensure(struct af_cache *c)
             return false;
         }
     }
-    c->connections++;
+    if (c->connections++ > 0)
+        af_metrics_add("authflow_redis_reconnects_total", 1);
     return true;
 }
 
@@ -145,6 +149,7 @@ static redisReply *checked(struct af_cache *c, redisReply *r)
     }
     if (r->type == REDIS_REPLY_ERROR) {
         af_log(AF_LOG_WARN, "redis_error", "error", r->str, NULL);
+        af_metrics_add("authflow_redis_errors_total{kind=\"reply\"}", 1);
         freeReplyObject(r);
         return NULL;
     }

@@ -21,7 +21,7 @@ struct af_config {
     long redis_port, redis_db, redis_connect_timeout_ms, redis_command_timeout_ms;
     /* tokens */
     char *keys_dir, *algorithm, *issuer, *audience, *fingerprint;
-    long access_ttl, refresh_ttl, refresh_idle_ttl, refresh_reuse_grace;
+    long access_ttl, refresh_ttl, refresh_idle_ttl, refresh_reuse_grace, clock_skew;
     /* cookies */
     bool cookies_enabled, cookies_secure;
     /* passwords */

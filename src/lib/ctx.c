@@ -5,9 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "util.h"
 #include "ratelimit.h"
 #include "validate.h"
 
@@ -49,19 +52,65 @@ int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path
         af_log(AF_LOG_ERROR, "config_error", "error", err, NULL);
         return -1;
     }
+    struct stat st;
+    if ((needs & AF_NEED_KEYS) && stat(ctx->cfg.keys_dir, &st) == 0) {
+        ctx->keys_mtime = st.st_mtim;
+        ctx->keys_ino = st.st_ino;
+    }
     if ((needs & AF_NEED_KEYS) && af_keyset_load(&ctx->keys, ctx->cfg.keys_dir, err, sizeof err) < 0) {
         fprintf(stderr, "%s: keys: %s\n", program, err);
         af_log(AF_LOG_ERROR, "keys_error", "error", err, NULL);
         return -1;
     }
+    ctx->keys_checked_us = af_now_us();
     ctx->db = af_db_new(ctx->cfg.db_dsn, ctx->cfg.db_connect_timeout);
     ctx->cache = af_cache_new(&ctx->cfg);
     ctx->token_params.issuer = ctx->cfg.issuer;
     ctx->token_params.audience = ctx->cfg.audience;
     ctx->token_params.ttl = ctx->cfg.access_ttl;
+    ctx->token_params.skew = ctx->cfg.clock_skew;
     ctx->cost.iterations = (unsigned long long)ctx->cfg.argon2_iterations;
     ctx->cost.memory_bytes = (size_t)ctx->cfg.argon2_memory_kib * 1024;
     return 0;
+}
+
+bool af_ctx_reload_keys(struct af_ctx *ctx, bool soon)
+{
+    if (!ctx->keys)
+        return false;
+    int64_t now = af_now_us();
+    if (now - ctx->keys_checked_us < (soon ? 10000 : 1000000))
+        return false;
+    ctx->keys_checked_us = now;
+    struct stat st;
+    if (stat(ctx->cfg.keys_dir, &st) != 0 ||
+        (st.st_mtim.tv_sec == ctx->keys_mtime.tv_sec && st.st_mtim.tv_nsec == ctx->keys_mtime.tv_nsec &&
+         st.st_ino == ctx->keys_ino))
+        return false;
+    /* Remembered even when loading fails: the failure is logged once per
+     * change, and the next change (a key is written, then `current`
+     * renamed onto) tries again. */
+    ctx->keys_mtime = st.st_mtim;
+    ctx->keys_ino = st.st_ino;
+    struct af_keyset *ks;
+    char err[512];
+    if (af_keyset_load(&ks, ctx->cfg.keys_dir, err, sizeof err) < 0) {
+        af_log(AF_LOG_ERROR, "keys_reload_failed", "error", err, NULL);
+        return false;
+    }
+    af_keyset_free(ctx->keys);
+    ctx->keys = ks;
+    struct af_key_info ki = {0};
+    for (size_t i = 0; i < af_keyset_count(ks); i++) {
+        af_keyset_info(ks, i, &ki);
+        if (ki.current)
+            break;
+    }
+    char n[16];
+    snprintf(n, sizeof n, "%zu", af_keyset_count(ks));
+    af_log(AF_LOG_INFO, "keys_reloaded", "current_kid", ki.kid, "keys", n, NULL);
+    af_metrics_add("authflow_keys_reloaded_total", 1);
+    return true;
 }
 
 void af_ctx_free(struct af_ctx *ctx)

@@ -6,6 +6,8 @@
 #define AF_CTX_H
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "cache.h"
 #include "config.h"
@@ -30,6 +32,10 @@ struct af_ctx {
      * last written to, and when to look for them again. */
     unsigned long repaired_connection;
     int64_t repair_due_us;
+    /* The key directory as last loaded (af_ctx_reload_keys). */
+    int64_t keys_checked_us;
+    struct timespec keys_mtime;
+    ino_t keys_ino;
 };
 
 /* AF_NEED_PWPOLICY: the program takes new passwords and loads the
@@ -46,5 +52,12 @@ void af_ctx_slim(char **argv);
  * Prints the reason to stderr and returns -1 on failure. */
 int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path, unsigned needs);
 void af_ctx_free(struct af_ctx *ctx);
+
+/* Loads the key set again when [tokens] keys_dir changed (a key added,
+ * made current or retired: each changes the directory's mtime), looking at
+ * most once a second, or at once (at most every 10 ms) when soon is set:
+ * a token with a kid this process does not know yet. The old set stays
+ * when the new one cannot be read. Returns true when the set changed. */
+bool af_ctx_reload_keys(struct af_ctx *ctx, bool soon);
 
 #endif

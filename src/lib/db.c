@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 /* After a failed connect, further attempts wait this long. */
@@ -13,6 +14,8 @@
 
 struct af_db {
     char *dsn;
+    const char *name;               /* "primary" or "replica", for metrics */
+    unsigned long connects;
     PGconn *conn;
     bool in_tx;
     int64_t down_until;
@@ -28,6 +31,7 @@ struct af_db *af_db_new(const char *dsn, long connect_timeout)
     size_t n = strlen(dsn) + 64;
     db->dsn = malloc(n);
     snprintf(db->dsn, n, "connect_timeout=%ld %s", connect_timeout, dsn);
+    db->name = "primary";
     return db;
 }
 
@@ -66,9 +70,12 @@ static bool connect_db(struct af_db *db)
         PQfinish(db->conn);
         db->conn = NULL;
         db->down_until = now + RETRY_AFTER_US;
-        af_log(AF_LOG_WARN, "db_unavailable", "error", db->error, NULL);
+        af_log(AF_LOG_WARN, "db_unavailable", "database", db->name, "error", db->error, NULL);
+        af_metrics_incf("authflow_db_errors_total{db=\"%s\",kind=\"connect\"}", db->name);
         return false;
     }
+    if (db->connects++ > 0)
+        af_metrics_incf("authflow_db_reconnects_total{db=\"%s\"}", db->name);
     db->in_tx = false;
     return true;
 }
@@ -108,6 +115,9 @@ enum af_db_status af_db_exec(struct af_db *db, PGresult **res, const char *sql, 
             *res = r;
             return st;
         }
+        if (st != AF_DB_CONFLICT)
+            af_metrics_incf("authflow_db_errors_total{db=\"%s\",kind=\"%s\"}", db->name,
+                            st == AF_DB_UNAVAILABLE ? "connection" : "query");
         PQclear(r);
         if (st != AF_DB_UNAVAILABLE || PQstatus(db->conn) == CONNECTION_OK || db->in_tx) {
             if (st == AF_DB_UNAVAILABLE)
@@ -118,7 +128,7 @@ enum af_db_status af_db_exec(struct af_db *db, PGresult **res, const char *sql, 
          * once. A statement that did reach a dying server either committed
          * or did not; every statement here is safe to repeat or fails on a
          * unique key. */
-        af_log(AF_LOG_WARN, "db_reconnect", "error", db->error, NULL);
+        af_log(AF_LOG_WARN, "db_reconnect", "database", db->name, "error", db->error, NULL);
         PQfinish(db->conn);
         db->conn = NULL;
     }

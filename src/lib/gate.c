@@ -7,6 +7,7 @@
 #include "authn.h"
 #include "ctx.h"
 #include "http.h"
+#include "metrics.h"
 
 const char *af_gate_return_path(const char *uri)
 {
@@ -73,7 +74,7 @@ static void subrequest_denial(struct af_req *req, struct af_resp *resp)
         resp->status = 401;
 }
 
-void af_gate(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+static void decide(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
 {
     bool authorizer = req->role && !strcmp(req->role, "AUTHORIZER");
     const char *mode = authorizer ? NULL : af_req_var(req, "GATE_MODE");
@@ -119,6 +120,8 @@ void af_gate(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
         af_resp_header(resp, req, "Variable-X_AUTH_EMAIL", req->claims.email);
         af_resp_header(resp, req, "Variable-X_AUTH_ROLES", roles);
         af_resp_header(resp, req, "Variable-X_AUTH_SESSION_ID", req->claims.sid);
+        /* The id this request is logged under, for the application's logs. */
+        af_resp_header(resp, req, "Variable-X_REQUEST_ID", req->request_id);
         return;
     }
     json_object *o = json_object_new_object();
@@ -132,4 +135,13 @@ void af_gate(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
     af_resp_header(resp, req, "X-Auth-Email", req->claims.email);
     af_resp_header(resp, req, "X-Auth-Roles", roles);
     af_resp_header(resp, req, "X-Auth-Session-Id", req->claims.sid);
+}
+
+void af_gate(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    decide(ctx, req, resp);
+    /* The code, not the status: a subrequest's denial travels as 401. */
+    const char *result = resp->status == 200 ? "allow" : resp->status == 302 ? "redirect"
+                         : resp->code ? resp->code : "error";
+    af_metrics_incf("authflow_gate_decisions_total{result=\"%s\"}", result);
 }

@@ -16,6 +16,7 @@
 #include "cookie.h"
 #include "ctx.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "util.h"
 
@@ -206,6 +207,7 @@ void af_resp_problem_fields(struct af_resp *resp, struct af_req *req, int status
         json_object_object_add(o, "errors", errors);
     af_resp_json(resp, req, status, o);
     resp->content_type = "application/problem+json";
+    resp->code = code;
 }
 
 void af_resp_problem(struct af_resp *resp, struct af_req *req, int status, const char *code,
@@ -490,6 +492,31 @@ static void write_response(FCGX_Request *r, struct af_req *req, struct af_resp *
         FCGX_PutStr(resp->body, (int)resp->body_len, r->out);
 }
 
+/* The endpoint group: the program's name without "authflow-". */
+static const char *group_of(const struct af_ctx *ctx)
+{
+    return strncmp(ctx->program, "authflow-", 9) ? ctx->program : ctx->program + 9;
+}
+
+/* Labels come from the route table, never from the request: a client
+ * cannot add series. */
+static void count_request(struct af_ctx *ctx, const struct af_route *rt, bool is_preflight,
+                          const struct af_resp *resp, long duration_us)
+{
+    if (!af_metrics_enabled())
+        return;
+    const char *group = group_of(ctx);
+    const char *pattern = rt ? rt->pattern : is_preflight ? "preflight" : "unmatched";
+    const char *method = rt ? rt->method : is_preflight ? "OPTIONS" : "other";
+    af_metrics_incf("authflow_http_requests_total{group=\"%s\",route=\"%s\",method=\"%s\",status=\"%d\"}",
+                    group, pattern, method, resp->status);
+    char key[160];
+    int n = snprintf(key, sizeof key, "authflow_http_request_duration_seconds{group=\"%s\",route=\"%s\"}",
+                     group, pattern);
+    if (n > 0 && (size_t)n < sizeof key)
+        af_metrics_observe(key, duration_us / 1e6);
+}
+
 static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, FCGX_Request *r,
                    af_arena *arena)
 {
@@ -501,6 +528,7 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
     req.arena = arena;
     req.envp = r->envp;
     req.start_us = af_now_us();
+    af_ctx_reload_keys(ctx, false);
     req.method = FCGX_GetParam("REQUEST_METHOD", r->envp);
     if (!req.method)
         req.method = "GET";
@@ -535,7 +563,8 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
     }
 
     const struct af_route *rt = NULL;
-    if (!strcmp(req.method, "OPTIONS") && af_req_header(&req, "Access-Control-Request-Method"))
+    bool is_preflight = !strcmp(req.method, "OPTIONS") && af_req_header(&req, "Access-Control-Request-Method");
+    if (is_preflight)
         preflight(ctx, routes, n, &req, &resp);
     else
         rt = route(ctx, routes, n, &req, &resp);
@@ -573,6 +602,7 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
         .duration_us = (long)(af_now_us() - req.start_us),
     };
     af_log_request(&lr);
+    count_request(ctx, rt, is_preflight, &resp, lr.duration_us);
     if (req.json)
         json_object_put(req.json);
 }
@@ -603,6 +633,7 @@ int af_serve(struct af_ctx *ctx, const struct af_route *routes, size_t nroutes)
     FCGX_Request r;
     FCGX_InitRequest(&r, 0, FCGI_FAIL_ACCEPT_ON_INTR);
     af_arena *arena = af_arena_new(32768);
+    af_metrics_open(&ctx->cfg);
     af_log(AF_LOG_INFO, "start", NULL);
     while (!stopping) {
         if (FCGX_Accept_r(&r) < 0)

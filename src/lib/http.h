@@ -56,6 +56,7 @@ struct af_resp {
     bool bare;                      /* status and own headers only (an authorizer's 200) */
     const char *user_id;            /* for the log line */
     const char *log_error;          /* internal cause, for the log line only */
+    const char *code;               /* the problem code of an error answer */
 };
 
 /* A FastCGI request variable set by the web server ("REQUEST_URI"), or NULL. */

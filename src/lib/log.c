@@ -81,6 +81,12 @@ static void begin(struct line *l, enum af_log_level level, const char *event)
     put_str(l, t);
     put_field(l, "level", level_names[level]);
     put_field(l, "prog", program);
+    /* Which of a program's processes wrote the line. */
+    static pid_t pid;
+    if (!pid)
+        pid = getpid();
+    snprintf(t, sizeof t, ",\"pid\":%ld", (long)pid);
+    put(l, t, strlen(t));
     put_field(l, "event", event);
 }
 

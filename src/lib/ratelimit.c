@@ -11,6 +11,7 @@
 #include "ctx.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define MAX_LIMITS 2
@@ -318,6 +319,7 @@ bool af_ratelimit_request(struct af_ctx *ctx, struct af_req *req, struct af_resp
     long retry;
     if (af_ratelimit_take(ctx, l, n, &retry))
         return true;
+    af_metrics_incf("authflow_rate_limited_total{group=\"%s\",limit=\"requests\"}", group);
     af_resp_problem(resp, req, 429, "rate_limited", "Too many requests; slow down and try again later.");
     af_resp_header(resp, req, "Retry-After", af_arena_printf(req->arena, "%ld", retry));
     return false;
@@ -353,6 +355,7 @@ bool af_login_throttle_check(struct af_ctx *ctx, struct af_req *req, struct af_r
     }
     if (wait <= 0)
         return true;
+    af_metrics_add("authflow_rate_limited_total{group=\"auth\",limit=\"login_failures\"}", 1);
     af_resp_problem(resp, req, 429, "too_many_attempts",
                     "Too many failed logins for this account; wait before trying again, or reset the password.");
     af_resp_header(resp, req, "Retry-After", af_arena_printf(req->arena, "%ld", seconds(wait)));

@@ -11,6 +11,7 @@
 #include "ctx.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "user.h"
 
 #define LIVE_CACHE_TTL 60
@@ -93,7 +94,7 @@ static bool remembered(const char *sid, int64_t now, int64_t max_us, int64_t cov
 
 static long revoked_mark_ttl(struct af_ctx *ctx)
 {
-    return ctx->cfg.access_ttl + 2 * AF_CLOCK_SKEW;
+    return ctx->cfg.access_ttl + 2 * ctx->cfg.clock_skew;
 }
 
 /* The session check in one Redis round trip. A live mark holds the
@@ -489,6 +490,8 @@ static void respond_pair(struct af_ctx *ctx, struct af_req *req, struct af_resp 
         af_resp_internal(resp, req, "token signing failed");
         return;
     }
+    af_metrics_add("authflow_tokens_issued_total{kind=\"access\"}", 1);
+    af_metrics_add("authflow_tokens_issued_total{kind=\"refresh\"}", 1);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "access_token", json_object_new_string(access));
     json_object_object_add(o, "token_type", json_object_new_string("Bearer"));
@@ -607,6 +610,7 @@ void af_session_refresh(struct af_ctx *ctx, struct af_req *req, struct af_resp *
 
     if (!strcmp(status, "reused")) {
         af_session_mark_revoked(ctx, sid);
+        af_metrics_add("authflow_refresh_reuse_detected_total", 1);
         af_log(AF_LOG_WARN, "refresh_token_reuse", "session_id", sid, "user_id", u.id,
                "request_id", req->request_id, NULL);
         af_session_clear_cookies(ctx, req, resp);

@@ -246,6 +246,15 @@ void af_keyset_free(struct af_keyset *ks)
 }
 
 size_t af_keyset_count(const struct af_keyset *ks) { return ks->n; }
+
+void af_keyset_info(const struct af_keyset *ks, size_t i, struct af_key_info *out)
+{
+    const struct key *k = &ks->keys[i];
+    out->kid = k->kid;
+    out->alg = jwt_alg_str(k->alg);
+    out->created = k->mtime;
+    out->current = (int)i == ks->current;
+}
 const char *af_keyset_jwks(const struct af_keyset *ks) { return ks->jwks; }
 
 int af_key_generate(const char *alg, char **pem, char kid_out[64], char *err, size_t errlen)
@@ -390,13 +399,13 @@ static bool aud_ok(json_object *g, const char *audience)
 
 /* Whether e should be replaced rather than cur when a token is added: an
  * empty way first, then an expired one, then the least recently used. */
-static bool better_victim(const struct cache_slot *e, const struct cache_slot *cur, time_t now)
+static bool better_victim(const struct cache_slot *e, const struct cache_slot *cur, time_t now, long skew)
 {
     if (!cur)
         return true;
     if (!cur->used || !e->used)
         return !e->used && cur->used;
-    bool e_old = now - AF_CLOCK_SKEW > e->claims.exp, cur_old = now - AF_CLOCK_SKEW > cur->claims.exp;
+    bool e_old = now - skew > e->claims.exp, cur_old = now - skew > cur->claims.exp;
     if (e_old != cur_old)
         return e_old;
     return e->used < cur->used;
@@ -408,6 +417,7 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
     size_t len = strlen(token);
     if (len == 0 || len > MAX_TOKEN_LEN)
         return AF_TOKEN_INVALID;
+    long skew = p->skew;
     unsigned char h[32];
     af_sha256(token, len, h);
     if (!ks->cache)
@@ -419,15 +429,15 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
         for (int w = 0; w < CACHE_WAYS; w++) {
             struct cache_slot *e = &set[w];
             if (e->used && memcmp(e->hash, h, 32) == 0) {
-                if (now - AF_CLOCK_SKEW > e->claims.exp)
+                if (now - skew > e->claims.exp)
                     return AF_TOKEN_EXPIRED;
-                if (e->claims.nbf > now + AF_CLOCK_SKEW)
+                if (e->claims.nbf > now + skew)
                     return AF_TOKEN_INVALID;
                 e->used = ks->tick;
                 *out = e->claims;
                 return AF_TOKEN_OK;
             }
-            if (better_victim(e, slot, now))
+            if (better_victim(e, slot, now, p->skew))
                 slot = e;
         }
     }
@@ -474,11 +484,11 @@ enum af_token_status af_token_verify(struct af_keyset *ks, const struct af_token
     c.email_verified = json_object_get_boolean(ev);
     /* The skew goes on now's side: exp is the token's number, up to
      * LONG_MAX, and exp + skew would overflow. */
-    if (now - AF_CLOCK_SKEW > c.exp) {
+    if (now - skew > c.exp) {
         st = AF_TOKEN_EXPIRED;
         goto done;
     }
-    if (c.nbf > now + AF_CLOCK_SKEW)
+    if (c.nbf > now + skew)
         goto done;
     st = AF_TOKEN_OK;
     *out = c;

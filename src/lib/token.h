@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <time.h>
 
+/* The default of [tokens] clock_skew. */
 #define AF_CLOCK_SKEW 60
 
 struct af_claims {
@@ -42,6 +43,13 @@ void af_keyset_free(struct af_keyset *ks);
 size_t af_keyset_count(const struct af_keyset *ks);
 /* The JWKS document of the public keys. */
 const char *af_keyset_jwks(const struct af_keyset *ks);
+/* Key i (0 .. count-1): its kid, algorithm, file time, and whether it signs. */
+struct af_key_info {
+    const char *kid, *alg;
+    time_t created;
+    bool current;
+};
+void af_keyset_info(const struct af_keyset *ks, size_t i, struct af_key_info *out);
 
 /* Generates a key (alg "ES256" or "RS256") as PEM; its kid (RFC 7638
  * thumbprint) goes to kid_out. Caller frees *pem. */
@@ -50,6 +58,7 @@ int af_key_generate(const char *alg, char **pem, char kid_out[64], char *err, si
 struct af_token_params {
     const char *issuer, *audience;
     long ttl;
+    long skew;              /* seconds of clock difference allowed on exp and nbf */
 };
 
 /* Signs claims (iat/nbf/exp/jti are set here). Caller frees *out. */

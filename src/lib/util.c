@@ -1,6 +1,7 @@
 /* util.c — small pure helpers (see util.h). */
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +138,49 @@ bool af_list_contains(const char *list, const char *item, size_t n, bool nocase)
         size_t l = strcspn(list, " ,");
         if (l == n && (nocase ? !strncasecmp(list, item, n) : !strncmp(list, item, n)))
             return true;
+        list += l;
+        while (*list == ' ' || *list == ',')
+            list++;
+    }
+    return false;
+}
+
+/* Whether the first bits of a and b agree. */
+static bool prefix_equal(const unsigned char *a, const unsigned char *b, int bits)
+{
+    int bytes = bits / 8, rest = bits % 8;
+    if (memcmp(a, b, (size_t)bytes))
+        return false;
+    return !rest || ((a[bytes] ^ b[bytes]) & (0xff << (8 - rest))) == 0;
+}
+
+bool af_addr_in_list(const char *list, const char *ip)
+{
+    unsigned char want[16], have[16];
+    if (!strncasecmp(ip, "::ffff:", 7) && strchr(ip, '.'))
+        ip += 7; /* an IPv4 client on a dual-stack socket */
+    int family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(family, ip, want) != 1)
+        return false;
+    int max = family == AF_INET6 ? 128 : 32;
+    while (*list) {
+        size_t l = strcspn(list, " ,");
+        char item[64];
+        if (l < sizeof item) {
+            memcpy(item, list, l);
+            item[l] = '\0';
+            char *slash = strchr(item, '/');
+            int bits = max;
+            if (slash) {
+                *slash = '\0';
+                char *end;
+                long b = strtol(slash + 1, &end, 10);
+                bits = *end || end == slash + 1 || b < 0 || b > max ? -1 : (int)b;
+            }
+            int f = strchr(item, ':') ? AF_INET6 : AF_INET;
+            if (bits >= 0 && f == family && inet_pton(f, item, have) == 1 && prefix_equal(want, have, bits))
+                return true;
+        }
         list += l;
         while (*list == ' ' || *list == ',')
             list++;

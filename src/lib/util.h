@@ -33,6 +33,9 @@ size_t af_utf8_len(const char *s);
 /* Whether a space/comma separated list holds item[0..n) (case-insensitive
  * when nocase). */
 bool af_list_contains(const char *list, const char *item, size_t n, bool nocase);
+/* Whether the address ip is in list: space or comma separated addresses,
+ * each optionally with a /N prefix length (IPv4 or IPv6). */
+bool af_addr_in_list(const char *list, const char *ip);
 /* A whole file as a NUL-terminated malloc'd string, or NULL (errno set). */
 char *af_read_file(const char *path);
 

@@ -5,6 +5,7 @@
  * The route table below is the whole surface of this program. */
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "account.h"
@@ -14,6 +15,7 @@
 #include "ctx.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "session.h"
 #include "user.h"
@@ -168,7 +170,7 @@ static void do_change(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
     af_account_change_password(ctx, req, resp, current, password);
 }
 
-static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+static void login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
 {
     json_object *body = af_req_json(req, resp);
     if (!body)
@@ -224,6 +226,13 @@ static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
             af_log(AF_LOG_INFO, "password_rehashed", "user_id", u.id, NULL);
     }
     af_session_login(ctx, req, resp, &u, "[\"pwd\"]");
+}
+
+static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    login(ctx, req, resp);
+    af_metrics_incf("authflow_logins_total{result=\"%s\"}",
+                    resp->status == 200 ? "success" : resp->code ? resp->code : "error");
 }
 
 static void do_refresh(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
@@ -311,6 +320,55 @@ static void do_health(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
         af_resp_header(resp, req, "Retry-After", "5");
 }
 
+/* Gauges read from PostgreSQL at scrape time: the mail outbox. */
+static char *mail_gauges(struct af_ctx *ctx)
+{
+    PGresult *r;
+    if (af_db_exec(ctx->db, &r,
+                   "SELECT count(*) FILTER (WHERE status = 'pending'), "
+                   "count(*) FILTER (WHERE status = 'sending'), count(*) FILTER (WHERE status = 'dead') "
+                   "FROM mail_outbox WHERE status <> 'sent'", 0, NULL) != AF_DB_OK)
+        return NULL;
+    char *out = malloc(1024);
+    if (out && snprintf(out, 1024,
+                 "# HELP authflow_mail_queue_messages Messages in the mail outbox waiting to be sent, by state.\n"
+                 "# TYPE authflow_mail_queue_messages gauge\n"
+                 "authflow_mail_queue_messages{state=\"pending\"} %s\n"
+                 "authflow_mail_queue_messages{state=\"sending\"} %s\n"
+                 "# HELP authflow_mail_dead_messages Messages given up on (dead letters) still kept in the outbox.\n"
+                 "# TYPE authflow_mail_dead_messages gauge\n"
+                 "authflow_mail_dead_messages %s\n",
+                 PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)) >= 1024) {
+        free(out);
+        out = NULL;
+    }
+    PQclear(r);
+    return out;
+}
+
+/* Prometheus text. Only for [metrics] allow_from; anyone else gets the
+ * 404 of a path that does not exist. */
+static void do_metrics(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    if (!af_metrics_enabled() || !req->remote_addr ||
+        !af_addr_in_list(ctx->cfg.metrics_allow_from, req->remote_addr)) {
+        af_resp_problem(resp, req, 404, "not_found", "No such resource.");
+        return;
+    }
+    char *extra = mail_gauges(ctx);
+    char *text = af_metrics_render(extra ? extra : "");
+    free(extra);
+    if (!text) {
+        af_resp_internal(resp, req, "metrics rendering failed");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    resp->body = af_arena_strdup(req->arena, text);
+    resp->body_len = strlen(resp->body);
+    free(text);
+}
+
 static void do_health_live(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
 {
     (void)ctx;
@@ -333,6 +391,7 @@ static const struct af_route routes[] = {
     {"GET", "/.well-known/jwks.json", do_jwks, AF_PUBLIC},
     {"GET", "/health", do_health, AF_PUBLIC},
     {"GET", "/health/live", do_health_live, AF_PUBLIC},
+    {"GET", "/metrics", do_metrics, AF_PUBLIC},
 };
 
 int main(int argc, char **argv)

@@ -13,7 +13,7 @@
 static const char *const names[] = {
     "X_AUTH_USER_ID", "X_AUTH_EMAIL", "X_AUTH_ROLES", "X_AUTH_SESSION_ID",
     "HTTP_X_AUTH_USER_ID", "HTTP_X_AUTH_EMAIL", "HTTP_X_AUTH_ROLES", "HTTP_X_AUTH_SESSION_ID",
-    "REQUEST_URI", "REQUEST_METHOD",
+    "X_REQUEST_ID", "HTTP_X_REQUEST_ID", "REQUEST_URI", "REQUEST_METHOD",
 };
 
 static void put_json_string(FCGX_Stream *out, const char *s)

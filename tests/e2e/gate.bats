@@ -324,6 +324,25 @@ forged_refused() {
     assert_backend_reached "$p"
 }
 
+@test "the application gets the request id the gate logged the request under" {
+    new_account
+    local p got logged
+    p=$(upath /app/rid)
+    api GET "$p" -H "Authorization: Bearer $ACCESS"
+    assert_status 200
+    # X_REQUEST_ID: a variable; a proxied application gets X-Request-Id.
+    got=$(json '.X_REQUEST_ID // .HTTP_X_REQUEST_ID // empty')
+    [[ -n $got ]] || fail "the backend got no request id: $body"
+    logged=$(cat "$AUTHFLOW_RUN_DIR"/log/gate*.log |
+        jq -r --arg p "$p" 'select(.event == "request" and .path == $p) | .request_id' | tail -n 1)
+    [[ $got == "$logged" ]] || fail "the backend got $got, the gate logged '$logged'"
+    # A client's own sane id is kept all the way.
+    api GET "$(upath /app/rid)" -H "Authorization: Bearer $ACCESS" -H 'X-Request-Id: trace-4711-abc'
+    assert_status 200
+    got=$(json '.X_REQUEST_ID // .HTTP_X_REQUEST_ID // empty')
+    [[ $got == trace-4711-abc ]] || fail "the backend got '$got' for the client's trace-4711-abc"
+}
+
 @test "client-sent X-Auth-* request headers never reach the backend (API.md: removed or overwritten)" {
     new_account
     local p

@@ -39,7 +39,7 @@
 
 #define NOW 1700000000L
 
-static const struct af_token_params params = {"https://auth.example.test", "authflow", 900};
+static const struct af_token_params params = {"https://auth.example.test", "authflow", 900, AF_CLOCK_SKEW};
 
 struct signer {
     char kid[64];

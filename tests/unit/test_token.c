@@ -24,9 +24,9 @@
 #define ISSUER "https://auth.example.test"
 #define AUDIENCE "authflow"
 
-static const struct af_token_params P = {ISSUER, AUDIENCE, 900};
-static const struct af_token_params P_OTHER_ISS = {"https://other.example.test", AUDIENCE, 900};
-static const struct af_token_params P_OTHER_AUD = {ISSUER, "other-service", 900};
+static const struct af_token_params P = {ISSUER, AUDIENCE, 900, AF_CLOCK_SKEW};
+static const struct af_token_params P_OTHER_ISS = {"https://other.example.test", AUDIENCE, 900, AF_CLOCK_SKEW};
+static const struct af_token_params P_OTHER_AUD = {ISSUER, "other-service", 900, AF_CLOCK_SKEW};
 
 static char dir[64], evil_dir[64];
 static char *es_pem, *rs_pem, *evil_pem;
