@@ -102,8 +102,11 @@ int af_cli_migrate(const struct af_config *cfg, int argc, char **argv)
         rc = 1;
         goto out;
     }
-    exec_ok(c, "SET client_min_messages = warning", "setup");
-    if (!exec_ok(c, "BEGIN", "begin") || !exec_ok(c, "SELECT pg_advisory_xact_lock(" LOCK_KEY ")", "lock") ||
+    /* SET LOCAL, in each transaction: through pgbouncer's transaction
+     * pooling a session setting would stay on a server connection that
+     * other clients get next. */
+    if (!exec_ok(c, "BEGIN", "begin") || !exec_ok(c, "SET LOCAL client_min_messages = warning", "setup") ||
+        !exec_ok(c, "SELECT pg_advisory_xact_lock(" LOCK_KEY ")", "lock") ||
         !exec_ok(c, CREATE_TABLE, "creating schema_migrations") || !exec_ok(c, "COMMIT", "commit")) {
         rc = 1;
         goto out;
@@ -121,7 +124,7 @@ int af_cli_migrate(const struct af_config *cfg, int argc, char **argv)
             printf("%-8s %s\n", a ? "applied" : "pending", names[i]);
             continue;
         }
-        if (!exec_ok(c, "BEGIN", "begin") ||
+        if (!exec_ok(c, "BEGIN", "begin") || !exec_ok(c, "SET LOCAL client_min_messages = warning", "setup") ||
             !exec_ok(c, "SELECT pg_advisory_xact_lock(" LOCK_KEY ")", "lock")) {
             rc = 1;
             break;

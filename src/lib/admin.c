@@ -12,6 +12,7 @@
 #include "http.h"
 #include "log.h"
 #include "mail.h"
+#include "reads.h"
 #include "session.h"
 #include "user.h"
 #include "util.h"
@@ -210,7 +211,7 @@ enum af_admin_status af_admin_get_user(struct af_ctx *ctx, struct af_req *req, c
 {
     const char *p[] = {id};
     PGresult *r;
-    enum af_db_status st = af_db_exec(ctx->db, &r,
+    enum af_db_status st = af_read(ctx, req, &r,
         "SELECT " AF_USER_COLS ", (SELECT count(*) FROM sessions s WHERE s.user_id = u.id "
         "  AND s.revoked_at IS NULL AND s.expires_at > now() AND s.idle_expires_at > now()) "
         "FROM users u WHERE CASE WHEN $1 ~ '^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$' "
@@ -294,7 +295,7 @@ enum af_admin_status af_admin_list_users(struct af_ctx *ctx, struct af_req *req,
     PGresult *r;
     /* Keyset order (created_at, id): rows added while a client pages through
      * cannot shift the pages it has not read yet. */
-    enum af_db_status st = af_db_exec(ctx->db, &r,
+    enum af_db_status st = af_read(ctx, req, &r,
         "SELECT " AF_USER_COLS ", (extract(epoch FROM u.created_at) * 1000000)::bigint "
         "FROM users u "
         "WHERE ($1::text IS NULL OR strpos(lower(u.email), lower($1)) > 0 "
@@ -341,7 +342,7 @@ enum af_admin_status af_admin_list_audit(struct af_ctx *ctx, struct af_req *req,
     snprintf(limit, sizeof limit, "%d", f->limit + 1);
     const char *p[] = {f->user_id, f->subject_id, f->type, before, limit};
     PGresult *r;
-    enum af_db_status st = af_db_exec(ctx->db, &r,
+    enum af_db_status st = af_read(ctx, req, &r,
         "SELECT id, type, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
         "       actor_id, subject_id, session_id, ip, user_agent, request_id, detail::text "
         "FROM audit_log "

@@ -14,8 +14,8 @@ struct af_config {
     char *public_url, *api_prefix, *allowed_origins, *trusted_proxies;
     long max_body_bytes;
     /* database */
-    char *db_dsn, *db_read_dsn;
-    long db_connect_timeout, db_read_max_lag_ms;
+    char *db_dsn, *db_read_dsn, *db_listen_dsn;
+    long db_connect_timeout, db_read_max_lag_ms, db_query_timeout_ms, db_read_timeout_ms;
     /* redis */
     char *redis_host, *redis_socket, *redis_password;
     long redis_port, redis_db, redis_connect_timeout_ms, redis_command_timeout_ms;

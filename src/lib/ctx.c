@@ -64,6 +64,11 @@ int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path
     }
     ctx->keys_checked_us = af_now_us();
     ctx->db = af_db_new(ctx->cfg.db_dsn, ctx->cfg.db_connect_timeout);
+    if (ctx->cfg.db_read_dsn[0]) {
+        ctx->replica = af_db_new(ctx->cfg.db_read_dsn, ctx->cfg.db_connect_timeout);
+        af_db_set_name(ctx->replica, "replica");
+        af_db_set_timeout(ctx->replica, ctx->cfg.db_read_timeout_ms);
+    }
     ctx->cache = af_cache_new(&ctx->cfg);
     ctx->token_params.issuer = ctx->cfg.issuer;
     ctx->token_params.audience = ctx->cfg.audience;
@@ -116,6 +121,7 @@ bool af_ctx_reload_keys(struct af_ctx *ctx, bool soon)
 void af_ctx_free(struct af_ctx *ctx)
 {
     af_db_free(ctx->db);
+    af_db_free(ctx->replica);
     af_cache_free(ctx->cache);
     af_keyset_free(ctx->keys);
     af_pwpolicy_free(ctx->pwpolicy);

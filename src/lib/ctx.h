@@ -19,6 +19,10 @@ struct af_ctx {
     const char *program;
     struct af_config cfg;
     struct af_db *db;
+    struct af_db *replica;          /* [database] read_dsn, or NULL (reads.h) */
+    int replica_state;              /* reads.c */
+    long replica_lag_ms;
+    int64_t replica_checked_us;
     struct af_cache *cache;
     struct af_keyset *keys;         /* NULL for programs that need none */
     struct af_token_params token_params;

@@ -1,6 +1,8 @@
 /* db.c — PostgreSQL access (see db.h). */
 #include "db.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,9 +13,12 @@
 
 /* After a failed connect, further attempts wait this long. */
 #define RETRY_AFTER_US 250000
+/* After a statement timed out, further attempts wait this long. */
+#define TIMEOUT_BACKOFF_US 1000000
 
 struct af_db {
     char *dsn;
+    long timeout_ms;                /* per statement; 0: none */
     const char *name;               /* "primary" or "replica", for metrics */
     unsigned long connects;
     PGconn *conn;
@@ -46,6 +51,10 @@ void af_db_free(struct af_db *db)
 }
 
 const char *af_db_error(const struct af_db *db) { return db->error; }
+
+void af_db_set_name(struct af_db *db, const char *name) { db->name = name; }
+
+void af_db_set_timeout(struct af_db *db, long timeout_ms) { db->timeout_ms = timeout_ms; }
 
 static void set_error(struct af_db *db, const char *what, const char *msg)
 {
@@ -98,6 +107,46 @@ static enum af_db_status classify(struct af_db *db, PGresult *r)
     return AF_DB_ERROR;
 }
 
+/* PQexecParams, given up after db->timeout_ms: a pooler (pgbouncer) whose
+ * server is gone keeps a query waiting instead of failing it. A statement
+ * given up on closes the connection (the server rolls back what was not
+ * committed) and sets *timed_out. */
+static PGresult *exec_timed(struct af_db *db, const char *sql, int n, const char *const *params,
+                            bool *timed_out)
+{
+    *timed_out = false;
+    if (db->timeout_ms <= 0)
+        return PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
+    if (!PQsendQueryParams(db->conn, sql, n, NULL, params, NULL, NULL, 0))
+        return NULL;
+    int64_t deadline = af_now_us() + (int64_t)db->timeout_ms * 1000;
+    PGresult *last = NULL;
+    for (;;) {
+        while (PQisBusy(db->conn)) {
+            int64_t left = deadline - af_now_us();
+            struct pollfd p = {PQsocket(db->conn), POLLIN, 0};
+            int rc = left > 0 ? poll(&p, 1, (int)((left + 999) / 1000)) : 0;
+            if (rc == 0 && af_now_us() >= deadline) {
+                PQclear(last);
+                set_error(db, "timeout", "no answer within [database] query_timeout_ms");
+                PQfinish(db->conn);
+                db->conn = NULL;
+                *timed_out = true;
+                return NULL;
+            }
+            if ((rc < 0 && errno != EINTR) || !PQconsumeInput(db->conn)) {
+                PQclear(last);
+                return NULL;
+            }
+        }
+        PGresult *r = PQgetResult(db->conn);
+        if (!r)
+            return last;
+        PQclear(last);
+        last = r;
+    }
+}
+
 enum af_db_status af_db_exec(struct af_db *db, PGresult **res, const char *sql, int n,
                              const char *const *params)
 {
@@ -107,7 +156,17 @@ enum af_db_status af_db_exec(struct af_db *db, PGresult **res, const char *sql, 
             db->in_tx = false;
             return AF_DB_UNAVAILABLE;
         }
-        PGresult *r = PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
+        bool timed_out;
+        PGresult *r = exec_timed(db, sql, n, params, &timed_out);
+        if (timed_out) {
+            /* Not repeated: it may be running still. Others wait a while
+             * before they try this server again. */
+            db->in_tx = false;
+            db->down_until = af_now_us() + TIMEOUT_BACKOFF_US;
+            af_log(AF_LOG_WARN, "db_timeout", "database", db->name, NULL);
+            af_metrics_incf("authflow_db_errors_total{db=\"%s\",kind=\"timeout\"}", db->name);
+            return AF_DB_UNAVAILABLE;
+        }
         enum af_db_status st = r ? classify(db, r) : AF_DB_UNAVAILABLE;
         if (!r)
             set_error(db, "exec", PQerrorMessage(db->conn));

@@ -25,6 +25,12 @@ struct af_db;
 
 struct af_db *af_db_new(const char *dsn, long connect_timeout);
 void af_db_free(struct af_db *db);
+/* Statements not answered within timeout_ms fail as AF_DB_UNAVAILABLE
+ * (0: wait as long as the server takes). */
+void af_db_set_timeout(struct af_db *db, long timeout_ms);
+/* "primary" (the default) or "replica": for logs and metrics; name must
+ * outlive db. */
+void af_db_set_name(struct af_db *db, const char *name);
 
 /* Runs sql with n text parameters (NULL = SQL NULL). On AF_DB_OK *res holds
  * the result (caller PQclear()s it); otherwise *res is NULL. */

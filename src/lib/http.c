@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "reads.h"
 #include "util.h"
 
 /* Bodies over the limit are read and thrown away up to this size, so the
@@ -591,6 +592,8 @@ static void handle(struct af_ctx *ctx, const struct af_route *routes, size_t n, 
                 af_resp_internal(&resp, &req, "handler set no status");
         }
     }
+    if (ctx->replica && af_req_unsafe_method(&req) && resp.status >= 200 && resp.status < 400)
+        af_read_mark_writer(ctx, req.authenticated ? req.claims.sub : resp.user_id);
     if (!resp.bare)
         cors_headers(ctx, &req, &resp);
     write_response(r, &req, &resp);
@@ -634,6 +637,9 @@ int af_serve(struct af_ctx *ctx, const struct af_route *routes, size_t nroutes)
     FCGX_InitRequest(&r, 0, FCGI_FAIL_ACCEPT_ON_INTR);
     af_arena *arena = af_arena_new(32768);
     af_metrics_open(&ctx->cfg);
+    /* Requests must not wait on a pooler whose server is gone; the
+     * command-line tools may run long statements. */
+    af_db_set_timeout(ctx->db, ctx->cfg.db_query_timeout_ms);
     af_log(AF_LOG_INFO, "start", NULL);
     while (!stopping) {
         if (FCGX_Accept_r(&r) < 0)

@@ -11,6 +11,7 @@
 #include "ctx.h"
 #include "http.h"
 #include "log.h"
+#include "reads.h"
 #include "metrics.h"
 #include "user.h"
 
@@ -402,13 +403,12 @@ enum af_db_status af_session_list_json(struct af_ctx *ctx, struct af_req *req, c
 {
     const char *p[] = {user_id};
     PGresult *r;
-    enum af_db_status st = af_db_exec(ctx->db, &r,
+    enum af_db_status st = af_read(ctx, req, &r,
         "SELECT id, " AF_TS_SQL("created_at") ", " AF_TS_SQL("last_seen_at") ", "
         AF_TS_SQL("least(expires_at, idle_expires_at)") ", ip, user_agent, array_to_json(amr)::text "
         "FROM sessions WHERE user_id = $1 AND revoked_at IS NULL "
         "AND expires_at > now() AND idle_expires_at > now() ORDER BY created_at DESC, id LIMIT 200",
         1, p);
-    (void)req;
     if (st != AF_DB_OK)
         return st;
     json_object *list = json_object_new_array();

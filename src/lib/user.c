@@ -8,6 +8,7 @@
 #include "ctx.h"
 #include "http.h"
 #include "log.h"
+#include "reads.h"
 #include "password.h"
 #include "session.h"
 
@@ -197,6 +198,8 @@ bool af_user_cache_forget(struct af_ctx *ctx, const char *id)
 
 void af_user_cache_drop(struct af_ctx *ctx, const char *id)
 {
+    /* Someone wrote about this user: their own reads see it at once. */
+    af_read_mark_writer(ctx, id);
     if (af_user_cache_forget(ctx, id))
         return;
     /* Redis missed it: the next responder to reach Redis drops it. */

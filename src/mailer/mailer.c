@@ -68,7 +68,9 @@ static void listen_open(struct mailer *m)
 {
     if (m->listen || time(NULL) < m->listen_retry_at)
         return;
-    m->listen = PQconnectdb(m->cfg.db_dsn);
+    /* LISTEN needs a session of its own: through a transaction-pooling
+     * pgbouncer it would not hear a thing. */
+    m->listen = PQconnectdb(m->cfg.db_listen_dsn[0] ? m->cfg.db_listen_dsn : m->cfg.db_dsn);
     PGresult *r = NULL;
     if (PQstatus(m->listen) == CONNECTION_OK)
         r = PQexec(m->listen, "LISTEN af_mail");
@@ -338,6 +340,7 @@ int main(int argc, char **argv)
         return 1;
     }
     m.db = af_db_new(m.cfg.db_dsn, m.cfg.db_connect_timeout);
+    af_db_set_timeout(m.db, m.cfg.db_query_timeout_ms);
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     snprintf(m.me, sizeof m.me, "%s:%ld", host, (long)getpid());

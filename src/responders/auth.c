@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "reads.h"
 #include "session.h"
 #include "user.h"
 #include "validate.h"
@@ -308,12 +309,22 @@ static void do_health(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
     json_object *checks = json_object_new_object();
     json_object_object_add(checks, "postgres", check(pg, pg_us));
     json_object_object_add(checks, "redis", check(redis, redis_us));
+    long replica_us, lag_ms;
+    const char *rs = af_read_replica_health(ctx, &replica_us, &lag_ms);
     json_object *replica = json_object_new_object();
-    json_object_object_add(replica, "status", json_object_new_string("not_configured"));
+    json_object_object_add(replica, "status", json_object_new_string(rs));
+    if (strcmp(rs, "not_configured")) {
+        json_object_object_add(replica, "latency_ms", json_object_new_double(replica_us / 1000.0));
+        if (strcmp(rs, "down"))
+            json_object_object_add(replica, "lag_ms", json_object_new_int64(lag_ms));
+    }
     json_object_object_add(checks, "replica", replica);
     json_object *o = json_object_new_object();
-    /* Redis is a cache: without it authflow still answers, more slowly. */
-    json_object_object_add(o, "status", json_object_new_string(!pg ? "fail" : redis ? "ok" : "degraded"));
+    /* Redis is a cache and the replica optional: without them authflow
+     * still answers, from the primary. */
+    bool replica_ok = !strcmp(rs, "ok") || !strcmp(rs, "not_configured");
+    json_object_object_add(o, "status",
+                           json_object_new_string(!pg ? "fail" : redis && replica_ok ? "ok" : "degraded"));
     json_object_object_add(o, "checks", checks);
     af_resp_json(resp, req, pg ? 200 : 503, o);
     if (!pg)
