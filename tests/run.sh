@@ -5,9 +5,13 @@
 #      _build-asan/, then the libFuzzer harnesses of tests/fuzz/ for
 #      AUTHFLOW_FUZZ_SECONDS each (default 60) from their seed corpora, each
 #      harness one test (skipped with --quick);
+#      The end-to-end files run with AUTHFLOW_PG=replica (tests/stack.sh):
+#      the responders reach PostgreSQL through pgbouncer in transaction
+#      pooling mode and read from a streaming standby (files that need a
+#      single PostgreSQL, such as outage.bats, pin it);
 #   2. in the source tree, with -Werror, the unit tests (every end-to-end
 #      file ran in pass 1, whose build has -Werror too; with --quick this
-#      pass runs them all);
+#      pass runs them all, against a single PostgreSQL);
 #   3. through make distcheck: a build from the tarball in a read-only tree,
 #      with the unit tests and the end-to-end files of E2E_DIST_TESTS
 #      (skipped with --quick).
@@ -129,8 +133,8 @@ if [ "$quick" -eq 0 ]; then
 	# and so does the test file that stops the stack.
 	step "configure (sanitizers)" in_dir _build-asan ../configure --enable-werror --enable-sanitizers &&
 		step "make (sanitizers)" make -C _build-asan -j"$jobs" &&
-		check "make check (sanitizers)" env \
-			ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0 \
+		check "make check (sanitizers; PostgreSQL through pgbouncer and a standby)" env \
+			AUTHFLOW_PG=replica ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0 \
 			UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 			make -C _build-asan -j"$jobs" check VERBOSE=1 || true
 	fuzz "fuzzing (libFuzzer, ASan+UBSan)" "${AUTHFLOW_FUZZ_SECONDS:-60}" || true

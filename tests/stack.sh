@@ -24,6 +24,18 @@
 #   AUTHFLOW_WEB        lighttpd (default), apache or nginx: the web server in
 #                       front, configured with etc/lighttpd/*.conf,
 #                       etc/apache2/*.conf or etc/nginx/*.conf
+#   AUTHFLOW_PG         single (default): one PostgreSQL cluster, reached
+#                       directly; replica: a streaming standby of it as well
+#                       and pgbouncer (transaction pooling) in front of both,
+#                       database.dsn its database authflow (the primary) and
+#                       database.read_dsn its authflow_ro (the standby);
+#                       database.listen_dsn (the mailer's LISTEN) the primary
+#   AUTHFLOW_PG_REPLICATION  with a replica: sync (default), commits wait
+#                       until the standby has applied them, so a read on it
+#                       sees every committed change (as the end-to-end files,
+#                       written against one database, expect); async, plain
+#                       streaming: the standby may lag, and stalls no commit
+#                       when it is stopped or its replay is paused
 # Any AUTHFLOW_<SECTION>_<KEY> set when calling `up` reaches the responders and
 # overrides their configuration file.
 #
@@ -36,7 +48,7 @@ PACKAGES=(
 	libfcgi-dev libpq-dev libhiredis-dev libsodium-dev libjwt-dev
 	libjson-c-dev libssl-dev libcurl4-openssl-dev libpwquality-dev cracklib-runtime
 	clang libclang-rt-14-dev
-	postgresql redis-server lighttpd apache2 nginx spawn-fcgi python3-aiosmtpd
+	postgresql pgbouncer redis-server lighttpd apache2 nginx spawn-fcgi python3-aiosmtpd
 	bats bats-assert bats-support bats-file wrk curl jq
 	python3-jwt python3-cryptography procps
 )
@@ -52,6 +64,8 @@ RUN=$(realpath -ms "${AUTHFLOW_RUN_DIR:-$BUILDDIR/run/local}")
 # One single-threaded process per core serves best: more only adds context
 # switches (measured with tests/bench/bench.sh).
 CHILDREN=${AUTHFLOW_CHILDREN:-$(nproc)}
+PG_MODE=${AUTHFLOW_PG:-single}
+PG_REPLICATION=${AUTHFLOW_PG_REPLICATION:-sync}
 IS_ROOT=0
 [ "$(id -u)" -eq 0 ] && IS_ROOT=1
 
@@ -178,7 +192,11 @@ stop_services() {
 	pids_in "$r/gate.pid" && stop TERM authflow-gate "${PIDS[@]}"
 	pids_in "$r/echo.pid" && stop TERM echo-backend "${PIDS[@]}"
 	pids_in "$r/redis.pid" && stop TERM redis-server "${PIDS[@]}"
+	# AUTHFLOW_PG=replica: pgbouncer, then the standby (SIGTERM is
+	# pgbouncer's immediate shutdown, SIGINT would wait for its clients).
+	pids_in "$r/pgbouncer.pid" && stop TERM pgbouncer "${PIDS[@]}"
 	# SIGINT is PostgreSQL's fast shutdown; its pid file holds more than the pid.
+	pids_in "$r/pgdata-replica/postmaster.pid" 1 && stop INT postgres "${PIDS[@]}"
 	pids_in "$r/pgdata/postmaster.pid" 1 && stop INT postgres "${PIDS[@]}"
 }
 
@@ -322,11 +340,142 @@ start_postgres() {
 		shared_buffers = 32MB
 		max_connections = 200
 	EOF
+	# AUTHFLOW_PG=replica: a standby follows this cluster (start_replica).
+	if [ "$PG_MODE" = replica ]; then configure_primary_for_replica; fi
 	as_svc "$pgbin/pg_ctl" -D "$R/pgdata" -l "$R/log/postgres.log" -w -t 30 -s start \
 		</dev/null || { tail -n 20 "$R/log/postgres.log" >&2; die "PostgreSQL did not start"; }
 	wait_for PostgreSQL "$R/log/postgres.log" 20 \
 		"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$PGPORT" -U authflow -d postgres
 	"$pgbin/createdb" -h 127.0.0.1 -p "$PGPORT" -U authflow authflow
+}
+
+# ---------------------------------------------------------------- AUTHFLOW_PG=replica
+
+pg_bindir() { printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1; }
+
+# pg_query PORT DATABASE SQL...: each SQL as its own statement (ALTER SYSTEM
+# refuses to run in the implicit transaction of a multi-statement string);
+# unaligned output, no header.
+pg_query() {
+	local port=$1 db=$2 sql args=()
+	shift 2
+	for sql in "$@"; do args+=(-c "$sql"); done
+	"$(pg_bindir)/psql" -h 127.0.0.1 -p "$port" -U authflow -d "$db" -qAtX -v ON_ERROR_STOP=1 \
+		"${args[@]}" </dev/null
+}
+
+# The primary's share: WAL enough for a hot standby, WAL senders and a slot
+# for it, and a replication connection from the loopback address (initdb -A
+# trust writes such a line already; the standby depends on it, so it is
+# spelled out).
+configure_primary_for_replica() {
+	cat >>"$R/pgdata/postgresql.conf" <<-EOF
+		# AUTHFLOW_PG=replica: a hot standby streams from this cluster.
+		wal_level = replica
+		max_wal_senders = 5
+		max_replication_slots = 5
+		# A WAL sender sends only flushed WAL, and with synchronous_commit off
+		# the WAL writer flushes it every wal_writer_delay (default 200 ms):
+		# flush often, so that an asynchronous standby lags by milliseconds.
+		wal_writer_delay = 10ms
+	EOF
+	printf '%s\n' "# AUTHFLOW_PG=replica: the standby's base backup and WAL stream." \
+		'host replication authflow 127.0.0.1/32 trust' >>"$R/pgdata/pg_hba.conf"
+}
+
+replica_streams() {
+	[ "$(pg_query "$PGPORT" postgres \
+		"SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")" = 1 ]
+}
+
+# A hot standby of the primary in $R/pgdata-replica on $REPLICA_PGPORT.
+# pg_basebackup -R writes standby.signal and primary_conninfo; the base
+# backup's postgresql.conf is the primary's, so the lines appended to it
+# win. It streams through a replication slot: the primary keeps the WAL the
+# standby has not received while a test has it stopped, and it catches up
+# when started again.
+start_replica() {
+	local pgbin
+	pgbin=$(pg_bindir)
+	as_svc "$pgbin/pg_basebackup" -h 127.0.0.1 -p "$PGPORT" -U authflow -D "$R/pgdata-replica" \
+		-R -X stream -C -S authflow_replica -c fast --no-sync \
+		</dev/null >"$R/log/basebackup.log" 2>&1 ||
+		{ tail -n 20 "$R/log/basebackup.log" >&2; die "pg_basebackup failed"; }
+	cat >>"$R/pgdata-replica/postgresql.conf" <<-EOF
+		# AUTHFLOW_PG=replica: this is the standby (the lines above are the
+		# primary's).
+		port = $REPLICA_PGPORT
+		hot_standby = on
+		# Report the replay position every second (default 10 s), and tell
+		# the primary which rows the standby's queries still need, so that
+		# its VACUUM does not get them cancelled.
+		wal_receiver_status_interval = 1s
+		hot_standby_feedback = on
+	EOF
+	as_svc "$pgbin/pg_ctl" -D "$R/pgdata-replica" -l "$R/log/postgres-replica.log" -w -t 30 -s start \
+		</dev/null || { tail -n 20 "$R/log/postgres-replica.log" >&2; die "the PostgreSQL standby did not start"; }
+	wait_for "the PostgreSQL standby" "$R/log/postgres-replica.log" 20 \
+		"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$REPLICA_PGPORT" -U authflow -d authflow
+	wait_for "the standby's WAL stream" "$R/log/postgres-replica.log" 20 replica_streams
+	if [ "$PG_REPLICATION" = sync ]; then
+		# Each commit returns once the standby has applied it. Set only now:
+		# with no standby connected, a commit would wait for one.
+		pg_query "$PGPORT" postgres "ALTER SYSTEM SET synchronous_standby_names = '*'" \
+			"ALTER SYSTEM SET synchronous_commit = remote_apply" "SELECT pg_reload_conf()" >/dev/null
+	fi
+}
+
+# bouncer_answers: pgbouncer's console answers, and its two databases lead
+# to a primary and a standby.
+bouncer_answers() {
+	pg_query "$PGBOUNCER_PORT" pgbouncer 'SHOW VERSION' &&
+		[ "$(pg_query "$PGBOUNCER_PORT" authflow 'SELECT pg_is_in_recovery()')" = f ] &&
+		[ "$(pg_query "$PGBOUNCER_PORT" authflow_ro 'SELECT pg_is_in_recovery()')" = t ]
+}
+
+# pgbouncer in front of both clusters, as the service user: database
+# authflow is the primary, authflow_ro the standby (the responders' dsn and
+# read_dsn). Transaction pooling with the settings of the platform notes.
+start_pgbouncer() {
+	local bouncer=/usr/sbin/pgbouncer clients
+	[ -x "$bouncer" ] || bouncer=$(command -v pgbouncer) || die "pgbouncer not found (package pgbouncer)"
+	# Each responder process (four programs and Apache's TCP gate) may hold a
+	# connection to both databases; then the mailers, authflowctl and the
+	# tests' own.
+	clients=$((5 * CHILDREN * 2 + 100))
+	[ "$clients" -ge 400 ] || clients=400
+	# Throw-away and on loopback only: no passwords (auth_type trust still
+	# wants the user in the auth file).
+	printf '"authflow" ""\n' >"$R/pgbouncer-users.txt"
+	cat >"$R/pgbouncer.ini" <<-EOF
+		; authflow test stack, generated by tests/stack.sh.
+		[databases]
+		authflow = host=$R port=$PGPORT dbname=authflow
+		authflow_ro = host=$R port=$REPLICA_PGPORT dbname=authflow
+
+		[pgbouncer]
+		listen_addr = 127.0.0.1
+		listen_port = $PGBOUNCER_PORT
+		unix_socket_dir = $R
+		auth_type = trust
+		auth_file = $R/pgbouncer-users.txt
+		admin_users = authflow
+		stats_users = authflow
+		pool_mode = transaction
+		server_reset_query =
+		ignore_startup_parameters = extra_float_digits
+		max_client_conn = $clients
+		default_pool_size = 40
+		; After a failed connection to a server (a standby a test stopped),
+		; try again after a second rather than 15.
+		server_login_retry = 1
+		logfile = $R/log/pgbouncer.log
+		pidfile = $R/pgbouncer.pid
+	EOF
+	[ "$IS_ROOT" -eq 1 ] && chown "$SVC_USER:" "$R/pgbouncer.ini" "$R/pgbouncer-users.txt"
+	as_svc "$bouncer" -d -q "$R/pgbouncer.ini" </dev/null >>"$R/log/pgbouncer-start.log" 2>&1 ||
+		{ tail -n 20 "$R/log/pgbouncer-start.log" "$R/log/pgbouncer.log" >&2; die "pgbouncer did not start"; }
+	wait_for pgbouncer "$R/log/pgbouncer.log" 10 bouncer_answers
 }
 
 start_redis() {
@@ -357,10 +506,26 @@ write_config() {
 			}
 			exit bad
 		}
-	' - "$SRCDIR/etc/authflow.conf" >"$R/authflow.conf" <<-EOF
+	' - "$SRCDIR/etc/authflow.conf" >"$R/authflow.conf" < <(config_values)
+}
+
+# The stack's values for write_config, SECTION.KEY=VALUE a line.
+config_values() {
+	# AUTHFLOW_PG=replica: both databases through pgbouncer, but for
+	# authflow-mailer's LISTEN, which pgbouncer in transaction pooling cannot
+	# carry (the LISTEN lands on whichever server connection the pool lends
+	# for that one statement: no notification reaches the mailer, which then
+	# only notices new mail when it polls; mail.bats took four times as long).
+	if [ "$PG_MODE" = replica ]; then
+		printf '%s\n' "database.dsn=host=$R port=$PGBOUNCER_PORT dbname=authflow user=authflow" \
+			"database.read_dsn=host=$R port=$PGBOUNCER_PORT dbname=authflow_ro user=authflow" \
+			"database.listen_dsn=host=$R port=$PGPORT dbname=authflow user=authflow"
+	else
+		printf '%s\n' "database.dsn=host=$R port=$PGPORT dbname=authflow user=authflow"
+	fi
+	cat <<-EOF
 		server.public_url=$BASE_URL
 		server.allowed_origins=$BASE_URL
-		database.dsn=host=$R port=$PGPORT dbname=authflow user=authflow
 		redis.host=127.0.0.1
 		redis.port=$REDIS_PORT
 		redis.socket=$R/redis.sock
@@ -602,6 +767,15 @@ write_env() {
 			"AUTHFLOW_SMTP_PORT=$SMTP_PORT" "AUTHFLOW_MAIL_DIR=$RUN/mail"; do
 			printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"
 		done
+		# PGPORT above stays the primary's, reached directly.
+		if [ "$PG_MODE" = replica ]; then
+			for v in "AUTHFLOW_PG=$PG_MODE" "AUTHFLOW_PG_REPLICATION=$PG_REPLICATION" \
+				"REPLICA_PGPORT=$REPLICA_PGPORT" "PGBOUNCER_PORT=$PGBOUNCER_PORT" \
+				"AUTHFLOW_PIDFILE_REPLICA=$RUN/pgdata-replica/postmaster.pid" \
+				"AUTHFLOW_PIDFILE_PGBOUNCER=$RUN/pgbouncer.pid"; do
+				printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"
+			done
+		fi
 	} >"$R/env"
 }
 
@@ -630,6 +804,14 @@ print_session() {
 		    -H "Authorization: Bearer \$access"                         # 401
 		(lighttpd answers a POST without Content-Length with 411: hence the header.)
 	EOF
+	if [ "$PG_MODE" = replica ]; then
+		cat <<-EOF
+			AUTHFLOW_PG=replica: pgbouncer on port $PGBOUNCER_PORT (databases authflow, the
+			primary, and authflow_ro, the standby on port $REPLICA_PGPORT); PGPORT in the env
+			file is the primary's. Query counts per database:
+			  psql -h 127.0.0.1 -p $PGBOUNCER_PORT -U authflow pgbouncer -c 'SHOW STATS'
+		EOF
+	fi
 }
 
 # A failed `up` stops what it started but keeps the logs; the next `up` or
@@ -644,6 +826,16 @@ up_failed() {
 
 cmd_up() {
 	close_inherited_fds
+	case $PG_MODE in
+	single) ;;
+	replica)
+		case $PG_REPLICATION in
+		sync | async) ;;
+		*) die "AUTHFLOW_PG_REPLICATION=$PG_REPLICATION: sync or async" ;;
+		esac
+		;;
+	*) die "AUTHFLOW_PG=$PG_MODE: single or replica" ;;
+	esac
 	if [ "${AUTHFLOW_NO_DEPS:-0}" = 1 ]; then
 		local f
 		for f in authflow-auth authflow-users authflow-admin authflow-gate authflowctl authflow-mailer \
@@ -662,11 +854,19 @@ cmd_up() {
 	trap up_failed EXIT
 	make_run_dir
 	cd "$R"
-	read -r PGPORT REDIS_PORT HTTP_PORT SMTP_PORT GATE_PORT < <(free_ports 5)
+	# AUTHFLOW_PG=replica: two more, the standby's and pgbouncer's.
+	local nports=5
+	[ "$PG_MODE" = replica ] && nports=7
+	read -r PGPORT REDIS_PORT HTTP_PORT SMTP_PORT GATE_PORT REPLICA_PGPORT PGBOUNCER_PORT \
+		< <(free_ports "$nports")
 	BASE_URL=http://127.0.0.1:$HTTP_PORT
 	[ "$IS_ROOT" -eq 1 ] && chown -R "$SVC_USER:" "$R"
 
 	start_postgres
+	if [ "$PG_MODE" = replica ]; then
+		start_replica
+		start_pgbouncer
+	fi
 	start_redis
 	start_smtp_sink
 	write_config

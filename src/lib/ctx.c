@@ -64,7 +64,7 @@ int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path
     }
     ctx->keys_checked_us = af_now_us();
     ctx->db = af_db_new(ctx->cfg.db_dsn, ctx->cfg.db_connect_timeout);
-    if (ctx->cfg.db_read_dsn[0]) {
+    if ((needs & AF_NEED_REPLICA) && ctx->cfg.db_read_dsn[0]) {
         ctx->replica = af_db_new(ctx->cfg.db_read_dsn, ctx->cfg.db_connect_timeout);
         af_db_set_name(ctx->replica, "replica");
         af_db_set_timeout(ctx->replica, ctx->cfg.db_read_timeout_ms);

@@ -44,7 +44,10 @@ struct af_ctx {
 
 /* AF_NEED_PWPOLICY: the program takes new passwords and loads the
  * screening lists (validate.h) at start-up; the others keep the memory. */
-enum af_ctx_needs { AF_NEED_KEYS = 1, AF_NEED_PWPOLICY = 2 };
+/* AF_NEED_REPLICA: the program sends list reads to [database] read_dsn
+ * (reads.h); the others, the command-line tools among them, read the
+ * primary only (a script's next command must see what the last wrote). */
+enum af_ctx_needs { AF_NEED_KEYS = 1, AF_NEED_PWPOLICY = 2, AF_NEED_REPLICA = 4 };
 
 /* Called first in main(): re-executes the program once with GnuTLS's
  * load-time initialisation switched off. libpq pulls GnuTLS in (through

@@ -298,7 +298,7 @@ int main(int argc, char **argv)
     (void)argc;
     af_ctx_slim(argv);
     struct af_ctx ctx;
-    if (af_ctx_init(&ctx, "authflow-admin", NULL, AF_NEED_KEYS | AF_NEED_PWPOLICY) < 0)
+    if (af_ctx_init(&ctx, "authflow-admin", NULL, AF_NEED_KEYS | AF_NEED_PWPOLICY | AF_NEED_REPLICA) < 0)
         return 1;
     int rc = af_serve(&ctx, routes, sizeof routes / sizeof routes[0]);
     af_ctx_free(&ctx);

@@ -410,7 +410,7 @@ int main(int argc, char **argv)
     (void)argc;
     af_ctx_slim(argv);
     struct af_ctx ctx;
-    if (af_ctx_init(&ctx, "authflow-auth", NULL, AF_NEED_KEYS | AF_NEED_PWPOLICY) < 0)
+    if (af_ctx_init(&ctx, "authflow-auth", NULL, AF_NEED_KEYS | AF_NEED_PWPOLICY | AF_NEED_REPLICA) < 0)
         return 1;
     /* Make the first unknown-email login as slow as the others. */
     af_password_verify_dummy(&ctx.cost, "");

@@ -150,7 +150,12 @@ pids_of() { sort -n "$AUTHFLOW_RUN_DIR/$1.pid" | tr '\n' ' '; }
     assert_json '.status' ok
     assert_json '.checks.postgres.status' ok
     assert_json '.checks.redis.status' ok
-    assert_json '.checks.replica.status' not_configured
+    # The standby of AUTHFLOW_PG=replica stacks (tests/stack.sh).
+    if [[ ${AUTHFLOW_PG:-single} == replica ]]; then
+        assert_json '.checks.replica.status' ok
+    else
+        assert_json '.checks.replica.status' not_configured
+    fi
     api GET /health/live
     assert_status 200
     assert_json '.status' ok
