@@ -53,9 +53,18 @@ static int generate(const struct af_config *cfg, const char *alg)
     struct stat dir;
     gid_t gid = stat(cfg->keys_dir, &dir) == 0 ? dir.st_gid : getegid();
     snprintf(path, sizeof path, "%s/%s.pem", cfg->keys_dir, kid);
-    int rc = write_file(path, pem, 0640, gid);
+    /* Written under a name the responders skip (no .pem ending), then
+     * renamed: they never read a half-written key. */
+    char part[4096];
+    snprintf(part, sizeof part, "%s/.%s.pem.part", cfg->keys_dir, kid);
+    int rc = write_file(part, pem, 0640, gid);
     sodium_memzero(pem, strlen(pem));
     free(pem);
+    if (rc == 0 && link(part, path) != 0)
+        rc = -1; /* link, not rename: never replaces a key of the same name */
+    int saved = errno;
+    unlink(part);
+    errno = saved;
     if (rc < 0) {
         fprintf(stderr, "authflowctl: %s: %s\n", path, strerror(errno));
         return 1;
@@ -73,6 +82,10 @@ static int generate(const struct af_config *cfg, const char *alg)
     printf("%s\n", kid);
     return 0;
 }
+
+/* Seconds the responders may go on signing with a key after the next one
+ * was made (they look at the key directory once a second). */
+#define RELOAD_MARGIN 5
 
 static void iso_time(time_t t, char out[32])
 {
@@ -152,9 +165,12 @@ static int retire(const struct af_config *cfg, const char *kid, bool force)
         fprintf(stderr, "authflowctl: no key %s in %s\n", kid, cfg->keys_dir);
     } else if (it.current) {
         fprintf(stderr, "authflowctl: %s is the current signing key; run `authflowctl keys rotate` first\n", kid);
-    } else if (!force && replaced && time(NULL) < replaced + cfg->access_ttl + cfg->clock_skew) {
+    } else if (!force && !replaced) {
+        fprintf(stderr, "authflowctl: %s is newer than the current key and may have signed until a moment "
+                        "ago; retire it with --force if that is what you want\n", kid);
+    } else if (!force && time(NULL) < replaced + RELOAD_MARGIN + cfg->access_ttl + cfg->clock_skew) {
         char until[32];
-        iso_time(replaced + cfg->access_ttl + cfg->clock_skew, until);
+        iso_time(replaced + RELOAD_MARGIN + cfg->access_ttl + cfg->clock_skew, until);
         fprintf(stderr, "authflowctl: tokens signed with %s may be valid until %s; retire it then, "
                         "or now with --force (those tokens stop working at once)\n", kid, until);
     } else {

@@ -65,7 +65,8 @@ int af_ctx_init(struct af_ctx *ctx, const char *program, const char *config_path
     ctx->keys_checked_us = af_now_us();
     ctx->db = af_db_new(ctx->cfg.db_dsn, ctx->cfg.db_connect_timeout);
     if ((needs & AF_NEED_REPLICA) && ctx->cfg.db_read_dsn[0]) {
-        ctx->replica = af_db_new(ctx->cfg.db_read_dsn, ctx->cfg.db_connect_timeout);
+        /* libpq's shortest connect timeout is 2 s. */
+        ctx->replica = af_db_new(ctx->cfg.db_read_dsn, 2);
         af_db_set_name(ctx->replica, "replica");
         af_db_set_timeout(ctx->replica, ctx->cfg.db_read_timeout_ms);
     }
@@ -84,7 +85,7 @@ bool af_ctx_reload_keys(struct af_ctx *ctx, bool soon)
     if (!ctx->keys)
         return false;
     int64_t now = af_now_us();
-    if (now - ctx->keys_checked_us < (soon ? 10000 : 1000000))
+    if (!soon && now - ctx->keys_checked_us < 1000000)
         return false;
     ctx->keys_checked_us = now;
     struct stat st;
@@ -92,17 +93,18 @@ bool af_ctx_reload_keys(struct af_ctx *ctx, bool soon)
         (st.st_mtim.tv_sec == ctx->keys_mtime.tv_sec && st.st_mtim.tv_nsec == ctx->keys_mtime.tv_nsec &&
          st.st_ino == ctx->keys_ino))
         return false;
-    /* Remembered even when loading fails: the failure is logged once per
-     * change, and the next change (a key is written, then `current`
-     * renamed onto) tries again. */
-    ctx->keys_mtime = st.st_mtim;
-    ctx->keys_ino = st.st_ino;
     struct af_keyset *ks;
     char err[512];
     if (af_keyset_load(&ks, ctx->cfg.keys_dir, err, sizeof err) < 0) {
-        af_log(AF_LOG_ERROR, "keys_reload_failed", "error", err, NULL);
+        /* Tried again at the next look; logged once until it works. */
+        if (!ctx->keys_reload_failing)
+            af_log(AF_LOG_ERROR, "keys_reload_failed", "error", err, NULL);
+        ctx->keys_reload_failing = true;
         return false;
     }
+    ctx->keys_reload_failing = false;
+    ctx->keys_mtime = st.st_mtim;
+    ctx->keys_ino = st.st_ino;
     af_keyset_free(ctx->keys);
     ctx->keys = ks;
     struct af_key_info ki = {0};

@@ -22,7 +22,7 @@ struct af_ctx {
     struct af_db *replica;          /* [database] read_dsn, or NULL (reads.h) */
     int replica_state;              /* reads.c */
     long replica_lag_ms;
-    int64_t replica_checked_us;
+    int64_t replica_checked_us, replica_backoff_us;
     struct af_cache *cache;
     struct af_keyset *keys;         /* NULL for programs that need none */
     struct af_token_params token_params;
@@ -40,6 +40,7 @@ struct af_ctx {
     int64_t keys_checked_us;
     struct timespec keys_mtime;
     ino_t keys_ino;
+    bool keys_reload_failing;
 };
 
 /* AF_NEED_PWPOLICY: the program takes new passwords and loads the
@@ -62,7 +63,7 @@ void af_ctx_free(struct af_ctx *ctx);
 
 /* Loads the key set again when [tokens] keys_dir changed (a key added,
  * made current or retired: each changes the directory's mtime), looking at
- * most once a second, or at once (at most every 10 ms) when soon is set:
+ * most once a second, or at once when soon is set (a stat):
  * a token with a kid this process does not know yet. The old set stays
  * when the new one cannot be read. Returns true when the set changed. */
 bool af_ctx_reload_keys(struct af_ctx *ctx, bool soon);

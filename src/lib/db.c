@@ -135,7 +135,12 @@ static PGresult *exec_timed(struct af_db *db, const char *sql, int n, const char
                 return NULL;
             }
             if ((rc < 0 && errno != EINTR) || !PQconsumeInput(db->conn)) {
+                /* The query may still be in flight: the connection is
+                 * no use any more. */
                 PQclear(last);
+                set_error(db, "exec", PQerrorMessage(db->conn));
+                PQfinish(db->conn);
+                db->conn = NULL;
                 return NULL;
             }
         }
@@ -168,7 +173,7 @@ enum af_db_status af_db_exec(struct af_db *db, PGresult **res, const char *sql, 
             return AF_DB_UNAVAILABLE;
         }
         enum af_db_status st = r ? classify(db, r) : AF_DB_UNAVAILABLE;
-        if (!r)
+        if (!r && db->conn)
             set_error(db, "exec", PQerrorMessage(db->conn));
         if (st == AF_DB_OK) {
             *res = r;
@@ -218,8 +223,9 @@ enum af_db_status af_db_commit(struct af_db *db)
 
 void af_db_rollback(struct af_db *db)
 {
+    bool timed_out;
     if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
-        PQclear(PQexec(db->conn, "ROLLBACK"));
+        PQclear(exec_timed(db, "ROLLBACK", 0, NULL, &timed_out));
     db->in_tx = false;
 }
 

@@ -94,8 +94,11 @@ int af_metrics_open(const struct af_config *cfg)
             continue;
         }
         bool fresh = st.st_size == 0;
-        if (fresh && ftruncate(fd, (off_t)FILE_SIZE) != 0) {
-            warn(path, strerror(errno));
+        /* Allocated now: pages of a sparse file on a full tmpfs would
+         * fail later, as SIGBUS on first write. */
+        int fe = fresh ? posix_fallocate(fd, 0, (off_t)FILE_SIZE) : 0;
+        if (fe != 0) {
+            warn(path, strerror(fe));
             close(fd);
             return -1;
         }
@@ -302,11 +305,18 @@ char *af_metrics_render(const char *extra)
     struct slot **list = malloc(((size_t)n + 1) * sizeof *list);
     if (!list)
         return NULL;
+    /* Through the index, as find() does: a slot that lost the race to
+     * publish a series (or whose process died before publishing it) is
+     * not shown. */
     size_t count = 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (__atomic_load_n(&slots[i].state, __ATOMIC_ACQUIRE) == READY &&
-            memchr(slots[i].key, '\0', KEY_MAX))
-            list[count++] = &slots[i];
+    for (uint32_t i = 0; i < INDEX_SIZE && count < n; i++) {
+        uint32_t id = __atomic_load_n(&hdr->index[i], __ATOMIC_ACQUIRE);
+        if (id == 0 || id > n)
+            continue;
+        struct slot *s = &slots[id - 1];
+        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == READY && memchr(s->key, '\0', KEY_MAX))
+            list[count++] = s;
+    }
     qsort(list, count, sizeof *list, by_key);
 
     char *buf = NULL;

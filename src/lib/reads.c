@@ -15,13 +15,19 @@
  * two looks. */
 #define WRITER_EXTRA_MS 2000
 
-/* Zero when the replica has replayed all it received (nothing is missing,
- * whatever the time of the last replayed transaction); otherwise how long
- * ago the last replayed transaction committed on the primary. */
+/* -1 when the standby receives nothing (no WAL receiver runs: it lost the
+ * primary, and may fall behind without knowing); zero when it has replayed
+ * all it received (nothing is missing, whatever the time of the last
+ * replayed transaction); otherwise how long ago the last replayed
+ * transaction committed on the primary (-1 when none was replayed yet). */
 static const char LAG_SQL[] =
     "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 "
+    "WHEN NOT EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN -1 "
     "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
-    "ELSE coalesce((extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint, 0) END";
+    "ELSE coalesce((extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint, -1) END";
+/* While the replica is down it is looked at after 1, 2, 4 ... 30 s: each
+ * look can cost a request a connect timeout. */
+#define DOWN_BACKOFF_MAX_US 30000000
 
 enum state { UNKNOWN = 0, OK, LAGGING, DOWN };
 static const char *const state_names[] = {"unknown", "ok", "lagging", "down"};
@@ -35,11 +41,15 @@ static enum state look(struct af_ctx *ctx, long *latency_us)
     if (af_db_exec(ctx->replica, &r, LAG_SQL, 0, NULL) == AF_DB_OK) {
         ctx->replica_lag_ms = atol(PQgetvalue(r, 0, 0));
         PQclear(r);
-        s = ctx->replica_lag_ms > ctx->cfg.db_read_max_lag_ms ? LAGGING : OK;
+        s = ctx->replica_lag_ms < 0 || ctx->replica_lag_ms > ctx->cfg.db_read_max_lag_ms ? LAGGING : OK;
     }
     if (latency_us)
         *latency_us = (long)(af_now_us() - t0);
     ctx->replica_checked_us = af_now_us();
+    ctx->replica_backoff_us = s != DOWN ? CHECK_EVERY_US
+                              : ctx->replica_backoff_us * 2 > DOWN_BACKOFF_MAX_US ? DOWN_BACKOFF_MAX_US
+                              : ctx->replica_backoff_us < CHECK_EVERY_US ? CHECK_EVERY_US
+                              : ctx->replica_backoff_us * 2;
     if (s != (enum state)ctx->replica_state) {
         char lag[24];
         snprintf(lag, sizeof lag, "%ld", s == DOWN ? -1 : ctx->replica_lag_ms);
@@ -52,7 +62,7 @@ static enum state look(struct af_ctx *ctx, long *latency_us)
 
 static bool replica_usable(struct af_ctx *ctx)
 {
-    if (af_now_us() - ctx->replica_checked_us >= CHECK_EVERY_US)
+    if (af_now_us() - ctx->replica_checked_us >= (ctx->replica_backoff_us ? ctx->replica_backoff_us : CHECK_EVERY_US))
         look(ctx, NULL);
     return ctx->replica_state == OK;
 }
@@ -82,6 +92,7 @@ enum af_db_status af_read(struct af_ctx *ctx, struct af_req *req, PGresult **res
         af_log(AF_LOG_WARN, "replica_query_failed", "error", af_db_error(ctx->replica), NULL);
         ctx->replica_state = DOWN;
         ctx->replica_checked_us = af_now_us();
+        ctx->replica_backoff_us = CHECK_EVERY_US;
     }
     if (ctx->replica)
         af_metrics_add("authflow_db_reads_total{db=\"primary\"}", 1);
