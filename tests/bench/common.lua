@@ -7,6 +7,9 @@
 --           connect=N read=N write=N timeout=N codes=200:N,401:N starved=N
 -- (non2xx is wrk's own count of answers with a status above 399).
 
+-- with_headers, read_lines and the request lists.
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "requests.lua")
+
 local threads = {}
 
 function setup(thread)
@@ -21,25 +24,6 @@ function count_status(status)
     codes[status] = (codes[status] or 0) + 1
 end
 
--- wrk.headers (those given with -H, and Host) with EXTRA added: wrk.format
--- uses the table it is given instead of wrk.headers, not in addition.
-function with_headers(extra)
-    local h = {}
-    for k, v in pairs(wrk.headers) do h[k] = v end
-    for k, v in pairs(extra or {}) do h[k] = v end
-    return h
-end
-
--- The lines of a file, without empty ones.
-function read_lines(path)
-    local f = assert(io.open(path, "r"))
-    local t = {}
-    for line in f:lines() do
-        if line ~= "" then t[#t + 1] = line end
-    end
-    f:close()
-    return t
-end
 
 function done(summary, latency, requests)
     local all, keys, nstarved = {}, {}, 0

@@ -4,20 +4,15 @@
 -- Arguments: TOKENS OUT [DELAY_MS]; TOKENS has one access token a line.
 dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "common.lua")
 
-local reqs, i = {}, 0
+local next_request
 
 function init(args)
     common_init(args)
-    for _, token in ipairs(read_lines(args[1])) do
-        reqs[#reqs + 1] = wrk.format("GET", nil, with_headers({ Authorization = "Bearer " .. token }))
-    end
-    assert(#reqs > 0, "no access tokens")
-    i = (tid * 7919) % #reqs
+    next_request = cycle(bearer_requests(args[1]))
 end
 
 function request()
-    i = i % #reqs + 1
-    return reqs[i]
+    return next_request()
 end
 
 function response(status, headers, body)

@@ -17,6 +17,9 @@
 -- each request of a connection, to keep the load moderate (the sanitizer
 -- build is two to three times slower).
 
+-- with_headers, read_lines and the request lists.
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "../bench/requests.lua")
+
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } af_fault_timespec;
@@ -74,25 +77,6 @@ function delay()
     return pause
 end
 
--- wrk.headers (those given with -H, and Host) with EXTRA added: wrk.format
--- uses the table it is given instead of wrk.headers, not in addition.
-function with_headers(extra)
-    local h = {}
-    for k, v in pairs(wrk.headers) do h[k] = v end
-    for k, v in pairs(extra or {}) do h[k] = v end
-    return h
-end
-
--- The lines of a file, without empty ones.
-function read_lines(path)
-    local f = assert(io.open(path, "r"))
-    local t = {}
-    for line in f:lines() do
-        if line ~= "" then t[#t + 1] = line end
-    end
-    f:close()
-    return t
-end
 
 function done(summary, latency, requests)
     local all, by_code, path = {}, {}, nil

@@ -3,23 +3,15 @@
 -- "email<TAB>password".
 dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "common.lua")
 
-local reqs, i = {}, 0
+local next_request
 
 function init(args)
     common_init(args)
-    local headers = with_headers({ ["Content-Type"] = "application/json" })
-    for _, line in ipairs(read_lines(args[1])) do
-        local email, password = line:match("^([^\t]+)\t(.+)$")
-        local body = string.format('{"email":"%s","password":"%s"}', email, password)
-        reqs[#reqs + 1] = wrk.format("POST", nil, headers, body)
-    end
-    assert(#reqs > 0, "no users")
-    i = (tid * 7919) % #reqs
+    next_request = cycle(login_requests(args[1]))
 end
 
 function request()
-    i = i % #reqs + 1
-    return reqs[i]
+    return next_request()
 end
 
 function response(status, headers, body)
