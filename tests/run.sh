@@ -12,7 +12,11 @@
 #   2. in the source tree, with -Werror, the unit tests (every end-to-end
 #      file ran in pass 1, whose build has -Werror too; with --quick this
 #      pass runs them all, against a single PostgreSQL);
-#   3. through make distcheck: a build from the tarball in a read-only tree,
+#   3. the packages (make check-packages, as root): packaging/build makes
+#      the .deb and the RPM, the .deb is installed on a debootstrapped
+#      Debian 12 root and used through Apache and lighttpd, then purged
+#      (skipped with --quick);
+#   4. through make distcheck: a build from the tarball in a read-only tree,
 #      with the unit tests and the end-to-end files of E2E_DIST_TESTS
 #      (skipped with --quick).
 # The sanitizer build comes first because automake refuses an out-of-tree
@@ -147,6 +151,17 @@ step "configure" ./configure --enable-werror &&
 	else
 		check "make check" make -j"$jobs" check VERBOSE=1 || true
 	fi
+
+# The packages: the .deb installed on a clean Debian 12 root and used
+# through Apache and lighttpd, the RPM's file list, lintian (root only).
+if [ "$quick" -eq 0 ] && [ -f Makefile ]; then
+	if [ "$(id -u)" -eq 0 ]; then
+		check "packages (packaging/build; a debootstrapped Debian 12 root)" \
+			make check-packages VERBOSE=1 || true
+	else
+		echo "(not root: the packages' test is skipped)"
+	fi
+fi
 
 # Every test ran above; the tarball's run proves the tarball builds and
 # holds what a stack needs (Makefile.am's E2E_DIST_TESTS), to stay within

@@ -51,6 +51,7 @@ PACKAGES=(
 	postgresql pgbouncer redis-server lighttpd apache2 nginx spawn-fcgi python3-aiosmtpd
 	bats bats-assert bats-support bats-file wrk curl jq
 	python3-jwt python3-cryptography procps
+	dpkg-dev debhelper dh-autoreconf fakeroot lintian rpm debootstrap
 )
 SVC_USER=authflow
 
@@ -728,8 +729,9 @@ start_apache() {
 				Require all granted
 			</Directory>
 			Define AUTHFLOW_SOCKET_DIR $R
-			Include $SRCDIR/etc/apache2/authflow.conf
 			Define AUTHFLOW_GATE_ADDR 127.0.0.1:$GATE_PORT
+			Define AUTHFLOW_CONF_DIR $SRCDIR/etc/apache2
+			Include $SRCDIR/etc/apache2/authflow.conf
 			Define AUTHFLOW_APP_SOCKET $R/echo.sock
 			Define AUTHFLOW_FILES_ROOT $R/private
 			Include $SRCDIR/etc/apache2/authflow-gate.conf
