@@ -105,7 +105,7 @@ static const struct key keys[] = {
     {"cleanup", "audit_keep_days", K_INT, OFF(audit_keep_days), "365", 1, 36500, NULL},
     {"log", "level", K_ENUM, OFF(log_level), "info", 0, 0, "debug info warn error"},
     {"metrics", "enabled", K_BOOL, OFF(metrics_enabled), "true", 0, 0, NULL},
-    {"metrics", "file", K_STR, OFF(metrics_file), "/run/authflow/metrics", 0, 0, NULL},
+    {"metrics", "file", K_STR, OFF(metrics_file), "/run/authflow/metrics/counters", 0, 0, NULL},
     {"metrics", "allow_from", K_STR, OFF(metrics_allow_from), "127.0.0.1 ::1", 0, 0, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])

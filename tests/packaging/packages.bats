@@ -26,7 +26,7 @@ setup_file() {
 	root_create
 	root_snapshot "$PKG_WORK/before-install.txt"
 	local deb
-	deb=$(ls "$PKG_OUT"/authflow_*_amd64.deb)
+	deb=$(ls "$PKG_OUT"/authflow_*_"$(dpkg --print-architecture)".deb)
 	cp "$deb" "$ROOT/tmp/"
 	echo "DEB=/tmp/$(basename "$deb")" >"$PKG_WORK/env"
 	{
@@ -46,6 +46,7 @@ teardown_file() {
 
 setup() {
 	. "$PKG_WORK/env"
+	ARCH=$(dpkg --print-architecture)
 	PG_ENV=(PGPORT="$PGPORT")
 }
 
@@ -69,7 +70,7 @@ psql_root() {
 
 @test "rpmbuild -bb: the RPM holds the same files as the .deb" {
 	local deb rpm
-	deb=$(ls "$PKG_OUT"/authflow_*_amd64.deb)
+	deb=$(ls "$PKG_OUT"/authflow_*_"$ARCH".deb)
 	rpm=$(ls "$PKG_OUT"/authflow-[0-9]*.rpm)
 	# The places that differ by design: units (/lib vs /usr/lib on
 	# bookworm), the units' settings (/etc/default vs /etc/sysconfig), the
@@ -110,13 +111,20 @@ psql_root() {
 	in_root getent passwd authflow | grep -q ':/var/lib/authflow:/usr/sbin/nologin$'
 	[ "$(in_root stat -c '%a %U %G' /etc/authflow/authflow.conf)" = "640 root authflow" ]
 	[ "$(in_root stat -c '%a %U %G' /var/lib/authflow/keys)" = "750 authflow authflow" ]
-	[ "$(in_root stat -c '%a %U %G' /run/authflow)" = "775 root authflow" ]
+	# Sockets in a directory only root writes to; the shared metrics file
+	# in the responders' own.
+	[ "$(in_root stat -c '%a %U %G' /run/authflow)" = "755 root root" ]
+	[ "$(in_root stat -c '%a %U %G' /run/authflow/metrics)" = "750 authflow authflow" ]
 	# One private key, readable by the group authflow only, made here.
 	run in_root sh -c 'ls /var/lib/authflow/keys/*.pem'
 	[ "${#lines[@]}" -eq 1 ]
 	[ "$(in_root stat -c '%a %G' "${lines[0]}")" = "640 authflow" ]
 	grep -q 'PRIVATE KEY' "$ROOT${lines[0]}"
-	! dpkg-deb -c "$(ls "$PKG_OUT"/authflow_*_amd64.deb)" | grep -q '\.pem$'
+	! dpkg-deb -c "$(ls "$PKG_OUT"/authflow_*_"$ARCH".deb)" | grep -q '\.pem$'
+	# An upgrade does not stop the services before unpacking (they are
+	# restarted after it instead).
+	! dpkg-deb --info "$(ls "$PKG_OUT"/authflow_*_"$ARCH".deb)" preinst 2>/dev/null | grep -q 'stop'
+	dpkg-deb --info "$(ls "$PKG_OUT"/authflow_*_"$ARCH".deb)" postinst | grep -q 'try-restart'
 	in_root dpkg-query -W -f '${Conffiles}\n' authflow | grep -q ' /etc/authflow/authflow.conf '
 	# The units as systemd reads them (the host's systemd-analyze on the
 	# root, which has no systemd of its own: hence no sysinit.target).
@@ -179,7 +187,7 @@ psql_root() {
 		# Owned so that the web server (www-data) can connect.
 		[ "$(in_root stat -c '%a %U %G' "/run/authflow/$u.sock")" = "660 authflow www-data" ]
 	done
-	wait_http "http://127.0.0.1:$GATE_TCP_PORT/" || true
+	wait_tcp "$GATE_TCP_PORT"
 	# multiwatch keeps 4 processes of each responder, all as authflow.
 	run in_root sh -c 'ps -o user=,comm= -C authflow-auth,authflow-users,authflow-admin,authflow-gate'
 	echo "$output"
@@ -247,6 +255,17 @@ flow() {
 	wait_http "http://127.0.0.1:$APACHE_PORT/health"
 	flow "http://127.0.0.1:$APACHE_PORT" apache@example.com "http://127.0.0.1:$APACHE_PORT/files/hello.txt"
 	in_root apache2ctl stop
+}
+
+@test "apt-get install --reinstall: the same key, the admin's configuration, responders still up" {
+	local before
+	before=$(in_root sh -c 'ls /var/lib/authflow/keys/*.pem')
+	run in_root apt-get install -y --reinstall "$DEB"
+	[ "$status" -eq 0 ] || { echo "$output" | tail -n 30; false; }
+	[ "$(in_root sh -c 'ls /var/lib/authflow/keys/*.pem')" = "$before" ]
+	grep -q "^dsn = dbname=authflow port=$PGPORT\$" "$ROOT/etc/authflow/authflow.conf"
+	[ "$(in_root stat -c '%a %U %G' /etc/authflow/authflow.conf)" = "640 root authflow" ]
+	wait_socket /run/authflow/auth.sock
 }
 
 @test "lighttpd: lighty-enable-mod authflow, then the same" {

@@ -9,7 +9,8 @@
 : "${AUTHFLOW_BUILDDIR:=$AUTHFLOW_SRCDIR}"
 export AUTHFLOW_SRCDIR AUTHFLOW_BUILDDIR
 # Everything of a run: packages, the root, logs.
-PKG_WORK=${AUTHFLOW_PKG_WORK:-$AUTHFLOW_BUILDDIR/_packages/test}
+# (Resolved: root_pids compares it with /proc/PID/root.)
+PKG_WORK=$(realpath -m "${AUTHFLOW_PKG_WORK:-$AUTHFLOW_BUILDDIR/_packages/test}")
 ROOT=$PKG_WORK/root
 PKG_OUT=$PKG_WORK/out
 PKG_LOGS=$PKG_WORK/log
@@ -77,7 +78,8 @@ root_create() {
 		{ tail -n 20 "$PKG_LOGS/debootstrap.log"; return 1; }
 	printf '#!/bin/sh\n# No service starts by itself in this root.\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 	chmod 755 "$ROOT/usr/sbin/policy-rc.d"
-	# The host's sources and apt settings (its mirror, proxy, snapshot).
+	# The host's sources and apt settings (its mirror, proxy, snapshot): the
+	# root is as up to date as the host and reaches the same mirror.
 	rm -f "$ROOT/etc/apt/sources.list"
 	cp /etc/apt/sources.list.d/*.sources "$ROOT/etc/apt/sources.list.d/" 2>/dev/null || true
 	[ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$ROOT/etc/apt/"
@@ -128,6 +130,18 @@ s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' "$ROOT$1" 2>/dev/null
 		sleep 0.1
 	done
 	echo "no listener on $1" >&2
+	return 1
+}
+
+# wait_tcp PORT: until something accepts connections on 127.0.0.1:PORT.
+wait_tcp() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		python3 -c 'import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "nothing listens on 127.0.0.1:$1" >&2
 	return 1
 }
 

@@ -6,9 +6,10 @@ ExecStart= in the root file system ROOT, printed NUL-separated, ready for
 It does what systemd does with the parts authflow's units use: the
 specifiers %i and %%, Environment= and EnvironmentFile= (a leading "-":
 optional; later assignments win, files after Environment=), "${VAR}" (one
-word) and "$VAR" (split at whitespace) in ExecStart=, and User=/Group=
-(through setpriv). The environment starts empty except PATH, as under
-systemd. Unit files are looked up in /etc/systemd/system, then
+word) and "$VAR" (split at whitespace) in ExecStart=, and User=/Group=,
+NoNewPrivileges= and CapabilityBoundingSet= (through setpriv; the
+namespace settings such as ProtectSystem= are not reproduced). The
+environment starts empty except PATH, as under systemd. Unit files are looked up in /etc/systemd/system, then
 /lib/systemd/system and /usr/lib/systemd/system; a template (name@.service)
 serves its instances."""
 import os
@@ -69,6 +70,11 @@ def read_env_file(root, name, env):
             sys.exit("unit-argv: %s: missing environment file" % name)
 
 
+def settings_get(settings, key):
+    vals = [v for k, v in settings if k == key]
+    return vals[-1] if vals else None
+
+
 def main():
     root, unit = sys.argv[1], sys.argv[2]
     path, instance = find_unit(root, unit)
@@ -99,8 +105,20 @@ def main():
             continue
         argv.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m.group(1), ""), word))
     cmd = ["env", "-i", "PATH=" + PATH] + ["%s=%s" % kv for kv in sorted(env.items())]
+    # What setpriv can do of the unit's sandbox: the user, no new privileges,
+    # the capability bounding set. (ProtectSystem=, PrivateTmp= and the
+    # other namespace settings are not reproduced.)
+    opts = []
     if user:
-        cmd += ["setpriv", "--reuid=" + user, "--regid=" + (group or user), "--init-groups"]
+        opts += ["--reuid=" + user, "--regid=" + (group or user), "--init-groups"]
+    if settings_get(settings, "NoNewPrivileges") in ("yes", "true", "on", "1"):
+        opts.append("--no-new-privs")
+    caps = settings_get(settings, "CapabilityBoundingSet")
+    if caps is not None:
+        keep = [c.lower().replace("cap_", "+", 1) for c in caps.split()]
+        opts.append("--bounding-set=" + ",".join(["-all"] + keep))
+    if opts:
+        cmd += ["setpriv"] + opts
     sys.stdout.write("\0".join(cmd + argv) + "\0")
 
 
