@@ -47,6 +47,7 @@ PACKAGES=(
 	build-essential autoconf automake libtool pkg-config
 	libfcgi-dev libpq-dev libhiredis-dev libsodium-dev libjwt-dev
 	libjson-c-dev libssl-dev libcurl4-openssl-dev libpwquality-dev cracklib-runtime
+	liboath-dev libqrencode-dev
 	clang libclang-rt-14-dev
 	postgresql pgbouncer redis-server lighttpd apache2 nginx spawn-fcgi python3-aiosmtpd
 	bats bats-assert bats-support bats-file wrk curl jq

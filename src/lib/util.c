@@ -208,3 +208,26 @@ char *af_read_file(const char *path)
     fclose(m);
     return text;
 }
+
+int af_percent_encode(const char *s, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                     (*p >= '0' && *p <= '9') || strchr("-._~", *p);
+        if (o + (plain ? 1 : 3) >= outlen)
+            return -1;
+        if (plain) {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    if (o >= outlen)
+        return -1;
+    out[o] = '\0';
+    return (int)o;
+}

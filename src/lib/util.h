@@ -38,5 +38,8 @@ bool af_list_contains(const char *list, const char *item, size_t n, bool nocase)
 bool af_addr_in_list(const char *list, const char *ip);
 /* A whole file as a NUL-terminated malloc'd string, or NULL (errno set). */
 char *af_read_file(const char *path);
+/* RFC 3986 percent-encoding of s (all but unreserved characters) into out.
+ * Returns the length, or -1 when out is too small. */
+int af_percent_encode(const char *s, char *out, size_t outlen);
 
 #endif
