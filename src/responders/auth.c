@@ -293,11 +293,20 @@ static void do_jwks(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp
     af_resp_header(resp, req, "Cache-Control", "public, max-age=300");
 }
 
+/* A latency in ms, written with µs precision (json-c would print 17
+ * significant digits: 0.47699999999999998). */
+static json_object *ms(long us)
+{
+    char s[32];
+    snprintf(s, sizeof s, "%.3f", us / 1000.0);
+    return json_object_new_double_s(us / 1000.0, s);
+}
+
 static json_object *check(bool ok, long latency_us)
 {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "status", json_object_new_string(ok ? "ok" : "down"));
-    json_object_object_add(o, "latency_ms", json_object_new_double(latency_us / 1000.0));
+    json_object_object_add(o, "latency_ms", ms(latency_us));
     return o;
 }
 
@@ -314,7 +323,7 @@ static void do_health(struct af_ctx *ctx, struct af_req *req, struct af_resp *re
     json_object *replica = json_object_new_object();
     json_object_object_add(replica, "status", json_object_new_string(rs));
     if (strcmp(rs, "not_configured")) {
-        json_object_object_add(replica, "latency_ms", json_object_new_double(replica_us / 1000.0));
+        json_object_object_add(replica, "latency_ms", ms(replica_us));
         if (strcmp(rs, "down"))
             json_object_object_add(replica, "lag_ms", json_object_new_int64(lag_ms));
     }
