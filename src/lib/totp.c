@@ -26,24 +26,20 @@ void af_totp_new_secret(unsigned char out[AF_TOTP_SECRET_BYTES])
 
 int af_totp_base32(const unsigned char *secret, size_t len, char *out, size_t outlen)
 {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    size_t need = (len * 8 + 4) / 5 + 1, o = 0;
-    if (outlen < need)
+    char *b32 = NULL;
+    size_t n = 0;
+    if (!oath_ready() || oath_base32_encode((const char *)secret, len, &b32, &n) != OATH_OK)
         return -1;
-    unsigned buf = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        buf = (buf << 8) | secret[i];
-        bits += 8;
-        while (bits >= 5) {
-            out[o++] = alphabet[(buf >> (bits - 5)) & 31];
-            bits -= 5;
-        }
+    /* Without liboath's '=' padding, as the apps and the URI want it. */
+    while (n > 0 && b32[n - 1] == '=')
+        n--;
+    int rc = n < outlen ? 0 : -1;
+    if (rc == 0) {
+        memcpy(out, b32, n);
+        out[n] = '\0';
     }
-    if (bits > 0)
-        out[o++] = alphabet[(buf << (5 - bits)) & 31];
-    out[o] = '\0';
-    return 0;
+    free(b32);
+    return rc;
 }
 
 int af_totp_uri(const char *issuer, const char *account, const char *b32, char *out,

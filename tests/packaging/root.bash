@@ -121,37 +121,32 @@ unit_start() {
 	echo $! >"$ROOT/run/authflow/${unit%.*}.pid"
 }
 
-# wait_socket PATH: until a unix socket in the root accepts connections.
-wait_socket() {
-	local i
+# wait_until WHAT CMD...: runs CMD every 0.1 s until it succeeds, for up to
+# 10 s; then says what it waited for and fails.
+wait_until() {
+	local what=$1 i
+	shift
 	for ((i = 0; i < 100; i++)); do
-		[ -S "$ROOT$1" ] && python3 -c 'import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' "$ROOT$1" 2>/dev/null && return 0
+		"$@" 2>/dev/null && return 0
 		sleep 0.1
 	done
-	echo "no listener on $1" >&2
+	echo "waited in vain for $what" >&2
 	return 1
+}
+
+# wait_socket PATH: until a unix socket in the root accepts connections.
+wait_socket() {
+	wait_until "a listener on $1" python3 -c 'import socket, sys
+socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$ROOT$1"
 }
 
 # wait_tcp PORT: until something accepts connections on 127.0.0.1:PORT.
 wait_tcp() {
-	local i
-	for ((i = 0; i < 100; i++)); do
-		python3 -c 'import socket, sys
-socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "nothing listens on 127.0.0.1:$1" >&2
-	return 1
+	wait_until "a listener on 127.0.0.1:$1" python3 -c 'import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1"
 }
 
 # wait_http URL: until URL answers at all.
 wait_http() {
-	local i
-	for ((i = 0; i < 100; i++)); do
-		curl -s -o /dev/null --max-time 2 "$1" && return 0
-		sleep 0.1
-	done
-	echo "nothing answers at $1" >&2
-	return 1
+	wait_until "an answer at $1" curl -s -o /dev/null --max-time 2 "$1"
 }
