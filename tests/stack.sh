@@ -20,6 +20,9 @@
 #   AUTHFLOW_NO_DEPS=1  `up` neither installs nor builds; the programs must exist
 #   AUTHFLOW_CHILDREN   processes per responder (default: the number of cores)
 #   AUTHFLOW_LIGHTTPD_EXTRA  a file the generated lighttpd.conf includes last
+#   AUTHFLOW_CONFIG_EXTRA    a file appended to the generated authflow.conf
+#                       (sections the example lacks, such as [oauth.NAME];
+#                       @BASE_URL@ in it becomes the stack's web server URL)
 #   AUTHFLOW_MAILER=0   start no authflow-mailer (the sink still runs)
 #   AUTHFLOW_WEB        lighttpd (default), apache or nginx: the web server in
 #                       front, configured with etc/lighttpd/*.conf,
@@ -52,6 +55,7 @@ PACKAGES=(
 	postgresql pgbouncer redis-server lighttpd apache2 nginx spawn-fcgi python3-aiosmtpd
 	bats bats-assert bats-support bats-file wrk curl jq
 	python3-jwt python3-cryptography procps
+	nodejs
 	dpkg-dev debhelper dh-autoreconf fakeroot lintian rpm debootstrap
 )
 SVC_USER=authflow
@@ -90,6 +94,9 @@ missing_packages() {
 		dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed ||
 			printf '%s\n' "$p"
 	done
+	# The OpenID provider of the social-login tests (tests/oidc) is npm's;
+	# a Node.js from elsewhere (NodeSource) brings its own npm.
+	command -v npm >/dev/null || printf 'npm\n'
 }
 
 cmd_deps() {
@@ -191,6 +198,7 @@ stop_services() {
 	pids_in "$r/auth.pid" && stop TERM authflow-auth "${PIDS[@]}"
 	pids_in "$r/users.pid" && stop TERM authflow-users "${PIDS[@]}"
 	pids_in "$r/admin.pid" && stop TERM authflow-admin "${PIDS[@]}"
+	pids_in "$r/oauth.pid" && stop TERM authflow-oauth "${PIDS[@]}"
 	pids_in "$r/gate.pid" && stop TERM authflow-gate "${PIDS[@]}"
 	pids_in "$r/echo.pid" && stop TERM echo-backend "${PIDS[@]}"
 	pids_in "$r/redis.pid" && stop TERM redis-server "${PIDS[@]}"
@@ -208,7 +216,7 @@ stop_services() {
 check_sanitizer_reports() {
 	local f bad=0
 	for f in "$1"/log/auth.log "$1"/log/users.log "$1"/log/admin.log "$1"/log/gate.log \
-		"$1"/log/mailer.log; do
+		"$1"/log/oauth.log "$1"/log/mailer.log; do
 		[ -f "$f" ] || continue
 		grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$f" || continue
 		say "sanitizer report in $(basename "$f"):"
@@ -509,6 +517,9 @@ write_config() {
 			exit bad
 		}
 	' - "$SRCDIR/etc/authflow.conf" >"$R/authflow.conf" < <(config_values)
+	if [ -n "${AUTHFLOW_CONFIG_EXTRA:-}" ]; then
+		sed "s|@BASE_URL@|$BASE_URL|g" "$AUTHFLOW_CONFIG_EXTRA" >>"$R/authflow.conf"
+	fi
 }
 
 # The stack's values for write_config, SECTION.KEY=VALUE a line.
@@ -760,6 +771,7 @@ write_env() {
 			"AUTHFLOW_PIDFILE_AUTH=$RUN/auth.pid" \
 			"AUTHFLOW_PIDFILE_USERS=$RUN/users.pid" \
 			"AUTHFLOW_PIDFILE_ADMIN=$RUN/admin.pid" \
+			"AUTHFLOW_PIDFILE_OAUTH=$RUN/oauth.pid" \
 			"AUTHFLOW_PIDFILE_GATE=$RUN/gate.pid" \
 			"AUTHFLOW_PIDFILE_LIGHTTPD=$RUN/lighttpd.pid" \
 			"AUTHFLOW_PIDFILE_APACHE=$RUN/apache.pid" \
@@ -841,7 +853,7 @@ cmd_up() {
 	esac
 	if [ "${AUTHFLOW_NO_DEPS:-0}" = 1 ]; then
 		local f
-		for f in authflow-auth authflow-users authflow-admin authflow-gate authflowctl authflow-mailer \
+		for f in authflow-auth authflow-users authflow-admin authflow-gate authflow-oauth authflowctl authflow-mailer \
 			tests/backend/echo-backend; do
 			[ -x "$BUILDDIR/$f" ] || die "$BUILDDIR/$f is missing (AUTHFLOW_NO_DEPS=1 skips the build)"
 		done
@@ -885,7 +897,8 @@ cmd_up() {
 			BIN=$R/bin
 			install -d "$BIN"
 			install -m 0755 "$BUILDDIR/authflow-auth" "$BUILDDIR/authflow-users" \
-				"$BUILDDIR/authflow-admin" "$BUILDDIR/authflow-gate" "$BUILDDIR/authflow-mailer" \
+				"$BUILDDIR/authflow-admin" "$BUILDDIR/authflow-gate" "$BUILDDIR/authflow-oauth" \
+				"$BUILDDIR/authflow-mailer" \
 				"$BUILDDIR/tests/backend/echo-backend" "$BIN"
 		fi
 	fi
@@ -893,6 +906,7 @@ cmd_up() {
 	start_responder auth
 	start_responder users
 	start_responder admin
+	start_responder oauth
 	start_responder gate
 	start_echo_backend
 	[ "${AUTHFLOW_MAILER:-1}" = 0 ] || start_mailer

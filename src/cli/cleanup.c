@@ -1,6 +1,8 @@
 /* cleanup.c — `authflowctl cleanup`: deletes what has outlived its use.
  *
- * Expired verification codes and reset tokens; sessions ended (expired,
+ * Expired verification codes, reset tokens, second-factor login
+ * challenges and social sign-ins never completed; TOTP set-ups never
+ * finished within a day; sessions ended (expired,
  * idle or revoked) more than [cleanup] keep_days ago, with their refresh
  * tokens; refresh tokens rotated longer ago than a session may stay idle;
  * sent and dead mail older than [mail] retention_days; revocations queued
@@ -36,6 +38,9 @@ static const char prune_audit[] = "SELECT af_audit_prune($1::int, 5000)";
 static const struct step steps[] = {
     {"email_verifications", "expires_at < now()", ARG_NONE},
     {"password_resets", "expires_at < now()", ARG_NONE},
+    {"mfa_challenges", "expires_at < now()", ARG_NONE},
+    {"user_totp", "enabled_at IS NULL AND created_at < now() - interval '1 day'", ARG_NONE},
+    {"oauth_states", "expires_at < now()", ARG_NONE},
     {"sessions",
      "least(expires_at, idle_expires_at, COALESCE(revoked_at, 'infinity')) "
      "< now() - make_interval(days => $1::int)", ARG_KEEP_DAYS},

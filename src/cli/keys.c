@@ -3,7 +3,8 @@
  * A key is a PEM file named after its kid (the RFC 7638 thumbprint),
  * written with mode 0640 and never overwritten; the file `current` names
  * the signing key. Older keys stay in the directory, so tokens they signed
- * keep verifying until they expire. */
+ * keep verifying until they expire. totp.key, beside them, seals the TOTP
+ * secrets (mfa.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -38,20 +39,62 @@ static int write_file(const char *path, const char *text, mode_t mode, gid_t gid
     return 0;
 }
 
-static int generate(const struct af_config *cfg, const char *alg)
+/* keys_dir/totp.key, the key that seals TOTP secrets and keys the hashes
+ * of recovery codes (mfa.h), made once when missing: 32 random bytes in
+ * base64. It is never replaced, since the secrets sealed under it would be
+ * lost with it. */
+static int ensure_totp_key(const struct af_config *cfg, gid_t gid)
+{
+    char path[4096], part[4096];
+    snprintf(path, sizeof path, "%s/totp.key", cfg->keys_dir);
+    if (access(path, F_OK) == 0)
+        return 0;
+    unsigned char key[32];
+    char text[sodium_base64_ENCODED_LEN(sizeof key, sodium_base64_VARIANT_ORIGINAL) + 1];
+    randombytes_buf(key, sizeof key);
+    sodium_bin2base64(text, sizeof text - 1, key, sizeof key, sodium_base64_VARIANT_ORIGINAL);
+    strcat(text, "\n");
+    sodium_memzero(key, sizeof key);
+    snprintf(part, sizeof part, "%s/.totp.key.%d", cfg->keys_dir, (int)getpid());
+    int rc = write_file(part, text, 0640, gid);
+    sodium_memzero(text, sizeof text);
+    if (rc == 0 && link(part, path) != 0 && errno != EEXIST)
+        rc = -1; /* EEXIST: a concurrent run made it */
+    int saved = errno;
+    unlink(part);
+    if (rc < 0) {
+        fprintf(stderr, "authflowctl: %s: %s\n", path, strerror(saved));
+        return 1;
+    }
+    return 0;
+}
+
+static gid_t keys_gid(const struct af_config *cfg)
+{
+    struct stat dir;
+    return stat(cfg->keys_dir, &dir) == 0 ? dir.st_gid : getegid();
+}
+
+static int make_dir(const struct af_config *cfg)
 {
     if (mkdir(cfg->keys_dir, 0750) != 0 && errno != EEXIST) {
         fprintf(stderr, "authflowctl: %s: %s\n", cfg->keys_dir, strerror(errno));
         return 1;
     }
+    return 0;
+}
+
+static int generate(const struct af_config *cfg, const char *alg)
+{
+    if (make_dir(cfg) || ensure_totp_key(cfg, keys_gid(cfg)))
+        return 1;
     char *pem = NULL, kid[64], err[256];
     if (af_key_generate(alg, &pem, kid, err, sizeof err) < 0) {
         fprintf(stderr, "authflowctl: %s\n", err);
         return 1;
     }
     char path[4096], tmp[4096], cur[4096];
-    struct stat dir;
-    gid_t gid = stat(cfg->keys_dir, &dir) == 0 ? dir.st_gid : getegid();
+    gid_t gid = keys_gid(cfg);
     snprintf(path, sizeof path, "%s/%s.pem", cfg->keys_dir, kid);
     /* Written under a name the responders skip (no .pem ending), then
      * renamed: they never read a half-written key. */
@@ -187,9 +230,25 @@ static int retire(const struct af_config *cfg, const char *kid, bool force)
     return rc;
 }
 
+/* `keys init`: what a new installation needs and does not have yet (a
+ * signing key, the TOTP key); safe to run again, on every upgrade. */
+static int init(const struct af_config *cfg)
+{
+    if (make_dir(cfg) || ensure_totp_key(cfg, keys_gid(cfg)))
+        return 1;
+    struct af_keyset *ks;
+    char err[256];
+    if (af_keyset_load(&ks, cfg->keys_dir, err, sizeof err) == 0) {
+        af_keyset_free(ks);
+        return 0;
+    }
+    return generate(cfg, cfg->algorithm);
+}
+
 static int usage(void)
 {
-    fprintf(stderr, "usage: authflowctl keys rotate [--alg ES256|RS256]\n"
+    fprintf(stderr, "usage: authflowctl keys init\n"
+                    "       authflowctl keys rotate [--alg ES256|RS256]\n"
                     "       authflowctl keys list [--json | --jwks]\n"
                     "       authflowctl keys retire KID [--force]\n");
     return 2;
@@ -207,6 +266,8 @@ int af_cli_keys(const struct af_config *cfg, int argc, char **argv)
         }
         return generate(cfg, alg);
     }
+    if (argc == 1 && !strcmp(argv[0], "init"))
+        return init(cfg);
     if (argc >= 1 && !strcmp(argv[0], "list")) {
         bool json = false, jwks = false;
         for (int i = 1; i < argc; i++) {

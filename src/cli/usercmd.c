@@ -17,6 +17,7 @@
 #include "arena.h"
 #include "cli.h"
 #include "http.h"
+#include "mfa.h"
 #include "password.h"
 #include "util.h"
 #include "validate.h"
@@ -351,6 +352,28 @@ static int user_enable(struct run *r)
     return user_change(r, &c);
 }
 
+/* mfa-off: for a user who lost both the authenticator app and the
+ * recovery codes, once the operator has made sure who is asking. */
+static int user_mfa_off(struct run *r)
+{
+    int rc;
+    const char *id = user_id(r, r->o->args[0], &rc);
+    if (!id)
+        return rc;
+    bool found;
+    enum af_db_status st = af_mfa_turn_off(r->ctx, &r->req, NULL, id, NULL,
+                                           "{\"method\":\"totp\",\"via\":\"authflowctl\"}", &found);
+    if (st != AF_DB_OK) {
+        fprintf(stderr, "authflowctl: %s\n", af_db_error(r->ctx->db));
+        return 1;
+    }
+    if (!found) {
+        fprintf(stderr, "authflowctl: no user %s\n", r->o->args[0]);
+        return 1;
+    }
+    return 0;
+}
+
 static int user_delete(struct run *r)
 {
     int rc;
@@ -447,6 +470,7 @@ static const struct command {
     {"user", "disable", user_disable, 0, 1, 1, "ID|EMAIL"},
     {"user", "enable", user_enable, 0, 1, 1, "ID|EMAIL"},
     {"user", "delete", user_delete, 0, 1, 1, "ID|EMAIL"},
+    {"user", "mfa-off", user_mfa_off, 0, 1, 1, "ID|EMAIL"},
     {"role", "add", role_add, O_DESCRIPTION, 1, 1, "NAME [--description TEXT]"},
     {"role", "list", role_list, O_JSON, 0, 0, "[--json]"},
 };

@@ -103,6 +103,9 @@ static const struct key keys[] = {
     {"ratelimit", "login_failures_per_ip", K_INT, OFF(rl_login_failures_per_ip), "100", 1, 1000000, NULL},
     {"cleanup", "keep_days", K_INT, OFF(cleanup_keep_days), "7", 0, 3650, NULL},
     {"cleanup", "audit_keep_days", K_INT, OFF(audit_keep_days), "365", 1, 36500, NULL},
+    {"oauth", "state_ttl", K_INT, OFF(oauth_state_ttl), "600", 60, 3600, NULL},
+    {"oauth", "discovery_refresh", K_INT, OFF(oauth_discovery_refresh), "3600", 60, 86400, NULL},
+    {"oauth", "http_timeout_ms", K_INT, OFF(oauth_http_timeout_ms), "5000", 100, 60000, NULL},
     {"log", "level", K_ENUM, OFF(log_level), "info", 0, 0, "debug info warn error"},
     {"metrics", "enabled", K_BOOL, OFF(metrics_enabled), "true", 0, 0, NULL},
     {"metrics", "file", K_STR, OFF(metrics_file), "/run/authflow/metrics/counters", 0, 0, NULL},
@@ -110,10 +113,33 @@ static const struct key keys[] = {
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static int set_value(struct af_config *c, const struct key *k, const char *val,
-                     const char *where, char *err, size_t errlen)
+/* The keys of each [oauth.NAME] section: one social-login provider. */
+#define POFF(f) offsetof(struct af_provider, f)
+static const struct key pkeys[] = {
+    {"oauth.NAME", "display_name", K_STR, POFF(display_name), "", 0, 0, NULL},
+    {"oauth.NAME", "issuer", K_STR, POFF(issuer), "", 0, 0, NULL},
+    {"oauth.NAME", "client_id", K_STR, POFF(client_id), "", 0, 0, NULL},
+    {"oauth.NAME", "client_secret", K_STR, POFF(client_secret), "", 0, 0, NULL},
+    {"oauth.NAME", "token_auth", K_ENUM, POFF(token_auth), "client_secret_basic", 0, 0,
+     "client_secret_basic client_secret_post"},
+    {"oauth.NAME", "scopes", K_STR, POFF(scopes), "", 0, 0, NULL},
+    {"oauth.NAME", "extra_audiences", K_STR, POFF(extra_audiences), "", 0, 0, NULL},
+    {"oauth.NAME", "authorization_endpoint", K_STR, POFF(authorization_endpoint), "", 0, 0, NULL},
+    {"oauth.NAME", "token_endpoint", K_STR, POFF(token_endpoint), "", 0, 0, NULL},
+    {"oauth.NAME", "userinfo_endpoint", K_STR, POFF(userinfo_endpoint), "", 0, 0, NULL},
+    {"oauth.NAME", "userinfo_subject", K_STR, POFF(userinfo_subject), "id", 0, 0, NULL},
+    {"oauth.NAME", "userinfo_email", K_STR, POFF(userinfo_email), "email", 0, 0, NULL},
+    {"oauth.NAME", "userinfo_email_verified", K_STR, POFF(userinfo_email_verified), "", 0, 0, NULL},
+    {"oauth.NAME", "userinfo_name", K_STR, POFF(userinfo_name), "name", 0, 0, NULL},
+};
+#define NPKEYS (sizeof pkeys / sizeof pkeys[0])
+
+/* Sets field k of obj (a struct af_config, or a struct af_provider for the
+ * provider keys). */
+static int set_value(void *obj, const struct key *k, const char *val, const char *where,
+                     char *err, size_t errlen)
 {
-    char *base = (char *)c;
+    char *base = obj;
     switch (k->kind) {
     case K_STR:
     case K_ENUM: {
@@ -193,6 +219,58 @@ static char *trim(char *s)
     return s;
 }
 
+/* The provider named name, created with its defaults on first mention. */
+static struct af_provider *provider(struct af_config *c, const char *name, const char *where,
+                                    char *err, size_t errlen)
+{
+    for (int i = 0; i < c->nproviders; i++)
+        if (!strcmp(c->providers[i].name, name))
+            return &c->providers[i];
+    size_t n = strlen(name);
+    if (n == 0 || n > 32 || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") != n) {
+        snprintf(err, errlen, "%s: [oauth.%s]: a provider name is 1 to 32 of a-z 0-9 _ -", where, name);
+        return NULL;
+    }
+    if (c->nproviders == AF_MAX_PROVIDERS) {
+        snprintf(err, errlen, "%s: [oauth.%s]: at most %d providers", where, name, AF_MAX_PROVIDERS);
+        return NULL;
+    }
+    struct af_provider *p = &c->providers[c->nproviders++];
+    memset(p, 0, sizeof *p);
+    if (!(p->name = strdup(name))) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < NPKEYS; i++)
+        if (set_value(p, &pkeys[i], pkeys[i].def, "default", err, errlen) < 0)
+            return NULL;
+    return p;
+}
+
+static int set_provider_value(struct af_config *c, const char *pname, const char *key,
+                              const char *val, const char *where, char *err, size_t errlen)
+{
+    struct af_provider *p = provider(c, pname, where, err, errlen);
+    if (!p)
+        return -1;
+    for (size_t i = 0; i < NPKEYS; i++)
+        if (!strcmp(pkeys[i].name, key)) {
+            if (set_value(p, &pkeys[i], val, where, err, errlen) < 0) {
+                /* Name the provider rather than the table's placeholder. */
+                char *at = strstr(err, "oauth.NAME");
+                if (at) {
+                    char fixed[512];
+                    snprintf(fixed, sizeof fixed, "%.*soauth.%s%s", (int)(at - err), err, pname, at + 10);
+                    snprintf(err, errlen, "%s", fixed);
+                }
+                return -1;
+            }
+            return 0;
+        }
+    snprintf(err, errlen, "%s: unknown key [oauth.%s] %s", where, pname, key);
+    return -1;
+}
+
 static int parse_ini(struct af_config *c, const char *text, const char *where,
                      char *err, size_t errlen)
 {
@@ -232,6 +310,13 @@ static int parse_ini(struct af_config *c, const char *text, const char *where,
         }
         *eq = '\0';
         char *name = trim(s), *val = trim(eq + 1);
+        if (!strncmp(section, "oauth.", 6)) {
+            char w[512];
+            snprintf(w, sizeof w, "%s:%d", where, lineno);
+            if (set_provider_value(c, section + 6, name, val, w, err, errlen) < 0)
+                return -1;
+            continue;
+        }
         const struct key *k = find_key(section, name);
         if (!k) {
             snprintf(err, errlen, "%s:%d: unknown key [%s] %s", where, lineno, section, name);
@@ -273,6 +358,18 @@ static int apply_env(struct af_config *c, char *err, size_t errlen)
         }
         (void)matched; /* other AUTHFLOW_* variables belong to scripts */
     }
+    /* AUTHFLOW_OAUTH_<NAME>_<KEY> for the providers the file declares (a
+     * secret can stay out of the file). */
+    for (int i = 0; i < c->nproviders; i++)
+        for (size_t j = 0; j < NPKEYS; j++) {
+            char name[128];
+            int n = snprintf(name, sizeof name, "AUTHFLOW_OAUTH_%s_%s", c->providers[i].name, pkeys[j].name);
+            for (int x = 0; x < n; x++)
+                name[x] = name[x] == '-' ? '_' : (char)toupper((unsigned char)name[x]);
+            const char *v = getenv(name);
+            if (v && set_provider_value(c, c->providers[i].name, pkeys[j].name, v, name, err, errlen) < 0)
+                return -1;
+        }
     return 0;
 }
 
@@ -282,6 +379,56 @@ static int defaults(struct af_config *c, char *err, size_t errlen)
     for (size_t i = 0; i < NKEYS; i++)
         if (set_value(c, &keys[i], keys[i].def, "default", err, errlen) < 0)
             return -1;
+    return 0;
+}
+
+/* https, or http to this host only (tests, a provider on the same host). */
+static bool provider_url_ok(const char *u)
+{
+    if (!strncmp(u, "https://", 8))
+        return u[8] != '\0';
+    static const char *const local[] = {"http://127.", "http://localhost:", "http://localhost/",
+                                        "http://[::1]"};
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
+        if (!strncmp(u, local[i], strlen(local[i])))
+            return true;
+    return !strcmp(u, "http://localhost");
+}
+
+static int check_provider(struct af_provider *p, char *err, size_t errlen)
+{
+    const char *why = NULL;
+    bool oidc = *p->issuer != '\0';
+    const char *urls[] = {p->issuer, p->authorization_endpoint, p->token_endpoint, p->userinfo_endpoint};
+    const char *names[] = {"issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint"};
+    if (!*p->client_id)
+        why = "client_id is required";
+    else if (!oidc && (!*p->authorization_endpoint || !*p->token_endpoint || !*p->userinfo_endpoint))
+        why = "give issuer (OpenID Connect), or authorization_endpoint, token_endpoint and "
+              "userinfo_endpoint (OAuth 2.0)";
+    for (size_t i = 0; !why && i < 4; i++)
+        if (*urls[i] && !provider_url_ok(urls[i])) {
+            snprintf(err, errlen, "[oauth.%s] %s: '%s' must be an https URL (http only to this host)",
+                     p->name, names[i], urls[i]);
+            return -1;
+        }
+    if (why) {
+        snprintf(err, errlen, "[oauth.%s]: %s", p->name, why);
+        return -1;
+    }
+    p->oidc = oidc;
+    if (!*p->display_name) {
+        free(p->display_name);
+        p->display_name = strdup(p->name);
+    }
+    if (!*p->scopes) {
+        free(p->scopes);
+        p->scopes = strdup(oidc ? "openid email profile" : "");
+    }
+    if (!p->display_name || !p->scopes) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -308,6 +455,9 @@ static int check(struct af_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "[tokens] refresh_idle_ttl: must not exceed refresh_ttl");
         return -1;
     }
+    for (int i = 0; i < c->nproviders; i++)
+        if (check_provider(&c->providers[i], err, errlen) < 0)
+            return -1;
     return 0;
 }
 
@@ -345,6 +495,14 @@ int af_config_load(struct af_config *c, const char *path, char *err, size_t errl
 
 void af_config_free(struct af_config *c)
 {
+    for (int i = 0; i < c->nproviders; i++) {
+        for (size_t j = 0; j < NPKEYS; j++) {
+            char **slot = (char **)((char *)&c->providers[i] + pkeys[j].off);
+            free(*slot);
+        }
+        free(c->providers[i].name);
+    }
+    c->nproviders = 0;
     for (size_t i = 0; i < NKEYS; i++)
         if (keys[i].kind == K_STR || keys[i].kind == K_ENUM) {
             char **slot = (char **)((char *)c + keys[i].off);

@@ -9,6 +9,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* A social-login provider: [oauth.NAME]. OpenID Connect when issuer is
+ * set (endpoints and keys from its discovery document), plain OAuth 2.0
+ * otherwise (the three endpoints given, the user from userinfo_endpoint,
+ * its fields named by the userinfo_* keys). */
+#define AF_MAX_PROVIDERS 16
+struct af_provider {
+    char *name, *display_name, *issuer, *client_id, *client_secret, *token_auth, *scopes;
+    char *extra_audiences;  /* more accepted id_token audiences (native apps' client ids) */
+    char *authorization_endpoint, *token_endpoint, *userinfo_endpoint;
+    char *userinfo_subject, *userinfo_email, *userinfo_email_verified, *userinfo_name;
+    bool oidc;
+};
+
 struct af_config {
     /* server */
     char *public_url, *api_prefix, *allowed_origins, *trusted_proxies;
@@ -49,6 +62,10 @@ struct af_config {
     long rl_login_failures_per_ip;
     /* cleanup */
     long cleanup_keep_days, audit_keep_days;
+    /* oauth */
+    long oauth_state_ttl, oauth_discovery_refresh, oauth_http_timeout_ms;
+    struct af_provider providers[AF_MAX_PROVIDERS];
+    int nproviders;
     /* log */
     char *log_level;
     /* metrics */

@@ -198,14 +198,28 @@ const char *af_problem_title(const char *code)
 void af_resp_problem_fields(struct af_resp *resp, struct af_req *req, int status,
                             const char *code, const char *detail, json_object *errors)
 {
+    json_object *extra = NULL;
+    if (errors) {
+        extra = json_object_new_object();
+        json_object_object_add(extra, "errors", errors);
+    }
+    af_resp_problem_with(resp, req, status, code, detail, extra);
+}
+
+void af_resp_problem_with(struct af_resp *resp, struct af_req *req, int status, const char *code,
+                          const char *detail, json_object *members)
+{
     json_object *o = json_object_new_object();
     json_object_object_add(o, "type", json_object_new_string(af_arena_printf(req->arena, "urn:authflow:problem:%s", code)));
     json_object_object_add(o, "title", json_object_new_string(af_problem_title(code)));
     json_object_object_add(o, "status", json_object_new_int(status));
     json_object_object_add(o, "detail", json_object_new_string(detail ? detail : af_problem_title(code)));
     json_object_object_add(o, "code", json_object_new_string(code));
-    if (errors)
-        json_object_object_add(o, "errors", errors);
+    if (members) {
+        json_object_object_foreach(members, k, v)
+            json_object_object_add(o, k, json_object_get(v));
+        json_object_put(members);
+    }
     af_resp_json(resp, req, status, o);
     resp->content_type = "application/problem+json";
     resp->code = code;

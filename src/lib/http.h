@@ -86,6 +86,10 @@ void af_resp_problem(struct af_resp *resp, struct af_req *req, int status, const
                      const char *detail);
 void af_resp_problem_fields(struct af_resp *resp, struct af_req *req, int status,
                             const char *code, const char *detail, json_object *errors);
+/* A problem with more members (an object whose members are added, and
+ * which is dropped), such as the mfa_token of mfa_required. */
+void af_resp_problem_with(struct af_resp *resp, struct af_req *req, int status, const char *code,
+                          const char *detail, json_object *members);
 /* 503 service_unavailable with Retry-After, logging the cause. */
 void af_resp_unavailable(struct af_resp *resp, struct af_req *req, const char *cause);
 /* 500 internal_error, logging the cause (never shown to the client). */

@@ -287,13 +287,14 @@ bool af_ratelimit_take(struct af_ctx *ctx, const struct af_limit *limits, int n,
 }
 
 /* The endpoint group's per-address limit: "auth" from "authflow-auth";
+ * social login (authflow-oauth) has the auth group's;
  * 0 for programs without one (the gate answers at line rate for the
  * applications behind it). */
 static long group_limit(struct af_ctx *ctx, const char **group)
 {
     const char *g = strncmp(ctx->program, "authflow-", 9) ? ctx->program : ctx->program + 9;
     *group = g;
-    if (!strcmp(g, "auth"))
+    if (!strcmp(g, "auth") || !strcmp(g, "oauth")) /* the same limit, counted apart */
         return ctx->cfg.rl_auth_per_ip;
     if (!strcmp(g, "users"))
         return ctx->cfg.rl_users_per_ip;

@@ -29,7 +29,8 @@ void af_user_from_row(struct af_req *req, PGresult *r, int row, struct af_user *
     u->updated_at = af_arena_strdup(a, PQgetvalue(r, row, 7));
     u->last_login_at = PQgetisnull(r, row, 8) ? NULL : af_arena_strdup(a, PQgetvalue(r, row, 8));
     u->roles = af_arena_strdup(a, PQgetvalue(r, row, 9));
-    u->password_hash = PQgetisnull(r, row, 10) ? NULL : af_arena_strdup(a, PQgetvalue(r, row, 10));
+    u->identities = af_arena_strdup(a, PQgetvalue(r, row, 10));
+    u->password_hash = PQgetisnull(r, row, 11) ? NULL : af_arena_strdup(a, PQgetvalue(r, row, 11));
 }
 
 json_object *af_user_to_json(const struct af_user *u)
@@ -42,6 +43,8 @@ json_object *af_user_to_json(const struct af_user *u)
     json_object *roles = json_tokener_parse(u->roles);
     json_object_object_add(o, "roles", roles ? roles : json_object_new_array());
     json_object_object_add(o, "mfa_enabled", json_object_new_boolean(u->mfa_enabled));
+    json_object *ids = u->identities ? json_tokener_parse(u->identities) : NULL;
+    json_object_object_add(o, "identities", ids ? ids : json_object_new_array());
     json_object_object_add(o, "disabled", json_object_new_boolean(u->disabled));
     json_object_object_add(o, "created_at", json_object_new_string(u->created_at));
     json_object_object_add(o, "updated_at", json_object_new_string(u->updated_at));

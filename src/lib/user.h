@@ -19,11 +19,16 @@ struct af_resp;
 #define AF_USER_COLS_WITH(roles)                                                                  \
     "u.id, u.email, u.full_name, u.email_verified, u.disabled, u.mfa_enabled, "                  \
     AF_TS_SQL("u.created_at") ", " AF_TS_SQL("u.updated_at") ", " AF_TS_SQL("u.last_login_at") \
-    ", " roles ", u.password_hash"
+    ", " roles ", " AF_USER_IDENTITIES_OF_U ", u.password_hash"
 #define AF_USER_ROLES_OF_U \
     "COALESCE((SELECT json_agg(role ORDER BY role) FROM user_roles WHERE user_id = u.id), '[]')::text"
+/* The social-login identities: provider, the email it gave, when linked. */
+#define AF_USER_IDENTITIES_OF_U                                                                  \
+    "COALESCE((SELECT json_agg(json_build_object('provider', i.provider, 'email', i.email, "   \
+    "'linked_at', " AF_TS_SQL("i.created_at") ") ORDER BY i.created_at, i.provider) "           \
+    "FROM identities i WHERE i.user_id = u.id), '[]')::text"
 #define AF_USER_COLS AF_USER_COLS_WITH(AF_USER_ROLES_OF_U)
-#define AF_USER_NCOLS 11
+#define AF_USER_NCOLS 12
 
 #define AF_USER_CACHE_TTL 300   /* seconds */
 
@@ -31,6 +36,7 @@ struct af_user {
     char id[37];
     const char *email, *full_name, *created_at, *updated_at, *last_login_at; /* last may be NULL */
     const char *roles;          /* JSON array text */
+    const char *identities;     /* JSON array text */
     const char *password_hash;  /* only from af_user_by_email / af_user_by_id_full */
     bool email_verified, disabled, mfa_enabled;
 };

@@ -1,6 +1,6 @@
 /* authflow-auth — the auth endpoint group: registration and email
- * verification, login, token refresh, logout, password reset and change,
- * the JWKS document and health.
+ * verification, login and its second factor (TOTP), token refresh, logout,
+ * password reset and change, the JWKS document and health.
  *
  * The route table below is the whole surface of this program. */
 #include <sodium.h>
@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "mfa.h"
 #include "ratelimit.h"
 #include "reads.h"
 #include "session.h"
@@ -209,7 +210,6 @@ static void login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
         af_resp_problem(resp, req, 401, "invalid_credentials", "The email or password is wrong.");
         return;
     }
-    af_login_throttle_clear(ctx, email);
     if (u.disabled) {
         af_audit(ctx, req, "login_failure", u.id, u.id, NULL, "{\"reason\":\"account_disabled\"}");
         af_resp_problem(resp, req, 403, "account_disabled", "This account is disabled.");
@@ -226,7 +226,87 @@ static void login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
             af_user_set_password_hash(ctx, u.id, hash) == AF_DB_OK)
             af_log(AF_LOG_INFO, "password_rehashed", "user_id", u.id, NULL);
     }
+    /* With TOTP on, the account's failure count is cleared only once the
+     * second factor passed: a known password must not reset the count of
+     * wrong codes. */
+    if (u.mfa_enabled) {
+        af_mfa_challenge(ctx, req, resp, &u, "pwd", NULL);
+        return;
+    }
+    af_login_throttle_clear(ctx, email);
     af_session_login(ctx, req, resp, &u, "[\"pwd\"]");
+}
+
+/* Reads the second factor of a body: exactly one of "code" and
+ * "recovery_code". */
+static void factor_fields(json_object *body, struct af_field_errors *fe, const char **code,
+                          const char **recovery)
+{
+    *code = af_body_string(body, "code", false, fe);
+    *recovery = af_body_string(body, "recovery_code", false, fe);
+    if (json_object_object_get_ex(body, "code", NULL) == json_object_object_get_ex(body, "recovery_code", NULL))
+        af_field_error(fe, "code", "give either code or recovery_code");
+    else if ((*code && strlen(*code) > 64) || (*recovery && strlen(*recovery) > 64))
+        af_field_error(fe, *code ? "code" : "recovery_code", "is too long");
+}
+
+static void mfa_verify(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *token = af_body_string(body, "mfa_token", true, &fe);
+    const char *code, *recovery;
+    factor_fields(body, &fe, &code, &recovery);
+    if (token && strlen(token) > 128)
+        af_field_error(&fe, "mfa_token", "is too long");
+    if (af_resp_field_errors(resp, req, &fe))
+        return;
+    af_mfa_verify(ctx, req, resp, token, code, recovery);
+}
+
+static void do_mfa_verify(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    mfa_verify(ctx, req, resp);
+    af_metrics_incf("authflow_mfa_verifications_total{result=\"%s\"}",
+                    resp->status == 200 ? "success" : resp->code ? resp->code : "error");
+}
+
+static void do_totp_setup(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    af_mfa_setup(ctx, req, resp);
+}
+
+static void do_totp_enable(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *code = af_body_string(body, "code", true, &fe);
+    if (code && strlen(code) > 64)
+        af_field_error(&fe, "code", "is too long");
+    if (af_resp_field_errors(resp, req, &fe))
+        return;
+    af_mfa_enable(ctx, req, resp, code);
+}
+
+static void do_totp_disable(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
+{
+    json_object *body = af_req_json(req, resp);
+    if (!body)
+        return;
+    struct af_field_errors fe = {0};
+    const char *password = af_body_string(body, "password", true, &fe);
+    const char *code, *recovery;
+    factor_fields(body, &fe, &code, &recovery);
+    const char *why;
+    if (password && (why = af_password_check(password, 1)))
+        af_field_error(&fe, "password", why);
+    if (af_resp_field_errors(resp, req, &fe))
+        return;
+    af_mfa_disable(ctx, req, resp, password, code, recovery);
 }
 
 static void do_login(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp)
@@ -408,6 +488,10 @@ static const struct af_route routes[] = {
     {"POST", "/auth/password/forgot", do_forgot, AF_PUBLIC},
     {"POST", "/auth/password/reset", do_reset, AF_PUBLIC},
     {"POST", "/auth/password/change", do_change, AF_USER},
+    {"POST", "/auth/mfa/verify", do_mfa_verify, AF_PUBLIC},
+    {"POST", "/auth/mfa/totp/setup", do_totp_setup, AF_USER},
+    {"POST", "/auth/mfa/totp/enable", do_totp_enable, AF_USER},
+    {"POST", "/auth/mfa/totp/disable", do_totp_disable, AF_USER},
     {"GET", "/.well-known/jwks.json", do_jwks, AF_PUBLIC},
     {"GET", "/health", do_health, AF_PUBLIC},
     {"GET", "/health/live", do_health_live, AF_PUBLIC},

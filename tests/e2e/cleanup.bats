@@ -13,7 +13,8 @@ load mail-helpers
 setup_file() { af_stack_up AUTHFLOW_MAILER=0; }
 teardown_file() { af_stack_down; }
 
-TABLES=(email_verifications password_resets sessions refresh_tokens mail_outbox session_cache_repairs)
+TABLES=(email_verifications password_resets mfa_challenges user_totp oauth_states sessions refresh_tokens
+    mail_outbox session_cache_repairs)
 
 setup() {
     KEEP=$(conf_get cleanup keep_days)
@@ -73,6 +74,22 @@ fixture() {
         (sha256(convert_to(:'tag' || ':reset-old-used', 'UTF8')), :'u1', now() - interval '2 hours', now() - interval '90 minutes', now() - interval '100 minutes'),
         (sha256(convert_to(:'tag' || ':reset-new', 'UTF8')), :'u2', now(), now() + interval '30 minutes', NULL),
         (sha256(convert_to(:'tag' || ':reset-new-used', 'UTF8')), :'u2', now() - interval '5 minutes', now() + interval '25 minutes', now() - interval '1 minute');
+
+    -- Second-factor challenges: one expired, one live. TOTP set-ups: one
+    -- begun two days ago and never enabled (goes), one enabled long ago
+    -- (stays).
+    INSERT INTO mfa_challenges (token_hash, user_id, expires_at, attempts_left, amr) VALUES
+        (sha256(convert_to(:'tag' || ':mfa-old', 'UTF8')), :'u1', now() - interval '1 minute', 5, 'pwd'),
+        (sha256(convert_to(:'tag' || ':mfa-new', 'UTF8')), :'u2', now() + interval '4 minutes', 5, 'pwd');
+    INSERT INTO user_totp (user_id, secret_sealed, enabled_at, created_at) VALUES
+        (:'u1', '\x00', NULL, now() - interval '2 days');
+    INSERT INTO user_totp (user_id, secret_sealed, enabled_at, created_at)
+        SELECT id, '\x00', now() - interval '30 days', now() - interval '30 days' FROM users WHERE id = :'u2';
+
+    -- Social sign-ins: one started and abandoned (expired), one under way.
+    INSERT INTO oauth_states (state_hash, provider, browser_hash, redirect, mode, expires_at) VALUES
+        (sha256(convert_to(:'tag' || ':oauth-old', 'UTF8')), 'test', '\x00', '/', 'redirect', now() - interval '1 minute'),
+        (sha256(convert_to(:'tag' || ':oauth-new', 'UTF8')), 'test', '\x00', '/', 'popup', now() + interval '9 minutes');
 
     -- Sessions. Ended more than keep_days ago (by expires_at, by
     -- idle_expires_at, by revoked_at): deleted. Ended less long ago, or live: kept.
@@ -142,6 +159,9 @@ api_session() {
     assert_cleanup_output
     assert_equal "$(deleted email_verifications)" 1
     assert_equal "$(deleted password_resets)" 2
+    assert_equal "$(deleted mfa_challenges)" 1
+    assert_equal "$(deleted user_totp)" 1
+    assert_equal "$(deleted oauth_states)" 1
     assert_equal "$(deleted sessions)" 3
     # The rotated token of the live session; the ended sessions' tokens go
     # with them, and may or may not be counted here.
@@ -158,6 +178,13 @@ api_session() {
     assert_equal "$(exists password_resets "$(reset_row reset-old-used)")" 0
     assert_equal "$(exists password_resets "$(reset_row reset-new)")" 1
     assert_equal "$(exists password_resets "$(reset_row reset-new-used)")" 1
+    # Challenges and set-ups.
+    assert_equal "$(exists mfa_challenges "user_id = '$U1'")" 0
+    assert_equal "$(exists mfa_challenges "user_id = '$U2'")" 1
+    assert_equal "$(exists user_totp "user_id = '$U1'")" 0
+    assert_equal "$(exists user_totp "user_id = '$U2'")" 1
+    assert_equal "$(exists oauth_states "state_hash = sha256(convert_to('$TAG:oauth-old', 'UTF8'))")" 0
+    assert_equal "$(exists oauth_states "state_hash = sha256(convert_to('$TAG:oauth-new', 'UTF8'))")" 1
     # Sessions and their tokens.
     local s
     for s in "$S_EXP_OLD" "$S_IDLE_OLD" "$S_REV_OLD"; do

@@ -4,7 +4,8 @@
 # as authflow(7) tells a sysadmin to: the database by the documented
 # commands, the responders by their systemd units' own ExecStart lines
 # (there is no systemd in the root), then register -> verify -> login ->
-# me -> a gate-protected location through Apache (a2enconf authflow) and
+# me -> a gate-protected location (and the social-login providers' list)
+# through Apache (a2enconf authflow) and
 # through lighttpd (lighty-enable-mod authflow); apt-get purge then leaves
 # nothing of the package. Also: the RPM (rpmbuild -bb) holds the same files,
 # and lintian has nothing to say.
@@ -120,6 +121,8 @@ psql_root() {
 	[ "${#lines[@]}" -eq 1 ]
 	[ "$(in_root stat -c '%a %G' "${lines[0]}")" = "640 authflow" ]
 	grep -q 'PRIVATE KEY' "$ROOT${lines[0]}"
+	# The key that seals TOTP secrets, made here too.
+	[ "$(in_root stat -c '%a %G %s' /var/lib/authflow/keys/totp.key)" = "640 authflow 45" ]
 	! dpkg-deb -c "$(ls "$PKG_OUT"/authflow_*_"$ARCH".deb)" | grep -q '\.pem$'
 	# An upgrade does not stop the services before unpacking (they are
 	# restarted after it instead).
@@ -177,21 +180,22 @@ psql_root() {
 @test "the units' ExecStart lines start the responders and the mailer" {
 	local u
 	echo "AUTHFLOW_GATE_TCP_PORT=$GATE_TCP_PORT" >"$ROOT/etc/default/authflow-gate-tcp"
-	for u in authflow@auth authflow@users authflow@admin authflow@gate; do
+	for u in authflow@auth authflow@users authflow@admin authflow@oauth authflow@gate; do
 		unit_start "$u.service"
 	done
 	unit_start authflow-gate-tcp.service
 	unit_start authflow-mailer.service
-	for u in auth users admin gate; do
+	for u in auth users admin oauth gate; do
 		wait_socket "/run/authflow/$u.sock"
 		# Owned so that the web server (www-data) can connect.
 		[ "$(in_root stat -c '%a %U %G' "/run/authflow/$u.sock")" = "660 authflow www-data" ]
 	done
 	wait_tcp "$GATE_TCP_PORT"
 	# multiwatch keeps 4 processes of each responder, all as authflow.
-	run in_root sh -c 'ps -o user=,comm= -C authflow-auth,authflow-users,authflow-admin,authflow-gate'
+	run in_root sh -c 'ps -o user=,comm= -C authflow-auth,authflow-users,authflow-admin,authflow-oauth,authflow-gate'
 	echo "$output"
 	[ "$(grep -c 'authflow-auth$' <<<"$output")" -eq 4 ]
+	[ "$(grep -c 'authflow-oauth$' <<<"$output")" -eq 4 ]
 	[ "$(grep -c 'authflow-gate$' <<<"$output")" -eq 8 ]
 	! grep -v '^authflow ' <<<"$output"
 	grep -q mailer_started "$PKG_LOGS/authflow-mailer.service.log"
@@ -225,6 +229,9 @@ flow() {
 	[ "${lines[-1]}" = 200 ] && [ "${lines[0]}" = "behind the gate" ] || { echo "gate: $output"; false; }
 	run curl -s -o /dev/null -w '%{http_code}' "$b/.well-known/jwks.json"
 	[ "$output" = 200 ]
+	# authflow-oauth is mounted too (no provider is configured here).
+	run curl -s -w '\n%{http_code}' "$b/api/v1/oauth/providers"
+	[ "${lines[-1]}" = 200 ] && [ "$(jq length <<<"${lines[0]}")" = 0 ] || { echo "oauth: $output"; false; }
 }
 
 @test "Apache: a2enconf authflow, then the whole flow and a gate-protected location" {
@@ -259,10 +266,10 @@ flow() {
 
 @test "apt-get install --reinstall: the same key, the admin's configuration, responders still up" {
 	local before
-	before=$(in_root sh -c 'ls /var/lib/authflow/keys/*.pem')
+	before=$(in_root sh -c 'ls /var/lib/authflow/keys/*.pem; sha256sum /var/lib/authflow/keys/totp.key')
 	run in_root apt-get install -y --reinstall "$DEB"
 	[ "$status" -eq 0 ] || { echo "$output" | tail -n 30; false; }
-	[ "$(in_root sh -c 'ls /var/lib/authflow/keys/*.pem')" = "$before" ]
+	[ "$(in_root sh -c 'ls /var/lib/authflow/keys/*.pem; sha256sum /var/lib/authflow/keys/totp.key')" = "$before" ]
 	grep -q "^dsn = dbname=authflow port=$PGPORT\$" "$ROOT/etc/authflow/authflow.conf"
 	[ "$(in_root stat -c '%a %U %G' /etc/authflow/authflow.conf)" = "640 root authflow" ]
 	wait_socket /run/authflow/auth.sock
@@ -296,7 +303,7 @@ flow() {
 	# The prerm stopped the responders and the mailer.
 	sleep 1
 	# (Zombies do not count: PID 1 here may not reap what it inherits.)
-	run in_root sh -c 'ps -o pid=,stat=,comm= -C multiwatch,spawn-fcgi,authflow-auth,authflow-users,authflow-admin,authflow-gate,authflow-mailer | awk "\$2 !~ /^Z/"'
+	run in_root sh -c 'ps -o pid=,stat=,comm= -C multiwatch,spawn-fcgi,authflow-auth,authflow-users,authflow-admin,authflow-oauth,authflow-gate,authflow-mailer | awk "\$2 !~ /^Z/"'
 	[ -z "$output" ] || { echo "still running: $output"; false; }
 	# Every file the package installed is gone; directories only remain
 	# where other packages own them too.
