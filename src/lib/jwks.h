@@ -18,7 +18,7 @@
 
 struct af_jwks;
 
-/* The usable keys of a JWKS document: RSA (>= 2048 bits; RS256, RS384,
+/* The usable keys of a JWKS document: RSA (2048 to 4096 bits; RS256, RS384,
  * RS512) and EC P-256 (ES256) and P-384 (ES384), "use" absent or "sig".
  * Other keys (oct, enc, other curves or algorithms, small RSA) are skipped;
  * a document with no usable key is an error. NULL and a reason in err on

@@ -52,6 +52,7 @@ struct provider {
     struct af_jwks *jwks;
     int64_t fetched_us, jwks_fetched_us;
     const char **audiences;     /* extra_audiences, split, NULL-terminated */
+    char *audiences_text;       /* the strings audiences points into */
 };
 static struct provider providers[AF_MAX_PROVIDERS];
 
@@ -117,10 +118,12 @@ static int provider_ready(struct af_ctx *ctx, struct provider *p)
         for (const char *s = c->extra_audiences; *s; s++)
             n += *s == ' ' || *s == ',';
         p->audiences = calloc(n + 1, sizeof *p->audiences);
-        char *copy = strdup(c->extra_audiences), *save = NULL;
+        char *save = NULL;
+        p->audiences_text = strdup(c->extra_audiences);
         size_t i = 0;
-        for (char *t = copy ? strtok_r(copy, " ,", &save) : NULL; t && p->audiences; t = strtok_r(NULL, " ,", &save))
-            p->audiences[i++] = t; /* copy is kept for the process's life */
+        for (char *t = p->audiences_text ? strtok_r(p->audiences_text, " ,", &save) : NULL;
+             t && p->audiences; t = strtok_r(NULL, " ,", &save))
+            p->audiences[i++] = t;
     }
     if (!c->oidc) {
         p->authorization_endpoint = c->authorization_endpoint;
@@ -164,6 +167,23 @@ static int provider_ready(struct af_ctx *ctx, struct provider *p)
         return 0;
     }
     return -1;
+}
+
+static void providers_free(struct af_ctx *ctx)
+{
+    for (int i = 0; i < ctx->cfg.nproviders; i++) {
+        struct provider *p = &providers[i];
+        if (ctx->cfg.providers[i].oidc) {
+            free(p->authorization_endpoint);
+            free(p->token_endpoint);
+            free(p->userinfo_endpoint);
+        }
+        free(p->jwks_uri);
+        af_jwks_free(p->jwks);
+        free(p->audiences);
+        free(p->audiences_text);
+        memset(p, 0, sizeof *p);
+    }
 }
 
 /* ---- small pieces ------------------------------------------------------ */
@@ -947,6 +967,7 @@ int main(int argc, char **argv)
     if (af_ctx_init(&ctx, "authflow-oauth", NULL, AF_NEED_KEYS) < 0)
         return 1;
     int rc = af_serve(&ctx, routes, sizeof routes / sizeof routes[0]);
+    providers_free(&ctx);
     af_ctx_free(&ctx);
     return rc;
 }
