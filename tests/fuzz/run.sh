@@ -59,11 +59,13 @@ for n in "${names[@]}"; do
 done
 
 # The longest input each harness is given: past what the parser bounds
-# (a 4096-byte config line, 4096-byte tokens), short enough to stay fast.
+# (a 4096-byte config line, 4096-byte tokens, an id_token's 8192-character
+# header and, signed, its 16384 characters), short enough to stay fast.
 max_len() {
 	case $1 in
 	body) echo 16384 ;;
 	config) echo 12288 ;;
+	jwks) echo 12288 ;;
 	token) echo 6144 ;;
 	validate) echo 1024 ;;
 	*) echo 4096 ;;
