@@ -382,17 +382,33 @@ static int defaults(struct af_config *c, char *err, size_t errlen)
     return 0;
 }
 
-/* https, or http to this host only (tests, a provider on the same host). */
+/* https, or http to this host only (tests, a provider on the same host):
+ * localhost, [::1] or 127.x.y.z. fetch.c checks again with curl's own URL
+ * parser before any call; this makes the mistake an error at start-up. */
 static bool provider_url_ok(const char *u)
 {
     if (!strncmp(u, "https://", 8))
         return u[8] != '\0';
-    static const char *const local[] = {"http://127.", "http://localhost:", "http://localhost/",
-                                        "http://[::1]"};
-    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
-        if (!strncmp(u, local[i], strlen(local[i])))
-            return true;
-    return !strcmp(u, "http://localhost");
+    if (strncmp(u, "http://", 7))
+        return false;
+    const char *h = u + 7;
+    size_t n = strcspn(h, ":/?#");
+    if (!strncmp(h, "[::1]", 5))
+        return n == 5 || h[5] == '\0' || strchr(":/?#", h[5]);
+    if (n == 9 && !strncmp(h, "localhost", 9))
+        return true;
+    int octets = 0;
+    for (size_t i = 0; i < n; octets++) {
+        size_t d = strspn(h + i, "0123456789");
+        if (d < 1 || d > 3 || (octets == 0 && (d != 3 || strncmp(h, "127", 3))))
+            return false;
+        i += d;
+        if (i < n && h[i++] != '.')
+            return false;
+        if (i == n && h[i - 1] == '.')
+            return false;
+    }
+    return octets == 4;
 }
 
 static int check_provider(struct af_provider *p, char *err, size_t errlen)

@@ -233,6 +233,67 @@ static void test_file(void)
        "default path ends in /authflow.conf");
 }
 
+/* [oauth.NAME] sections: one provider each, keys of their own. */
+static void test_providers(void)
+{
+    ok(load("[oauth.google]\nissuer = https://accounts.google.com\nclient_id = abc\n"
+            "client_secret = s3cret\n\n[oauth.gh]\ndisplay_name = GitHub\n"
+            "authorization_endpoint = https://github.com/login/oauth/authorize\n"
+            "token_endpoint = https://github.com/login/oauth/access_token\n"
+            "userinfo_endpoint = https://api.github.com/user\nclient_id = x\nscopes = read:user\n"
+            "[oauth]\nstate_ttl = 300\n", false) == 0, "two providers load");
+    diag("%s", err);
+    ok(cfg.nproviders == 2, "two providers");
+    is_str(cfg.providers[0].name, "google", "the first is google");
+    ok(cfg.providers[0].oidc && !cfg.providers[1].oidc, "issuer makes OpenID Connect");
+    is_str(cfg.providers[0].display_name, "google", "display_name defaults to the name");
+    is_str(cfg.providers[0].scopes, "openid email profile", "OIDC scopes default");
+    is_str(cfg.providers[0].token_auth, "client_secret_basic", "token_auth default");
+    is_str(cfg.providers[1].display_name, "GitHub", "display_name");
+    is_str(cfg.providers[1].userinfo_subject, "id", "userinfo_subject default");
+    is_str(cfg.providers[1].userinfo_email_verified, "", "userinfo_email_verified default: none");
+    ok(cfg.oauth_state_ttl == 300 && cfg.oauth_discovery_refresh == 3600, "[oauth] keys");
+    ok(load("[oauth.local]\nissuer = http://127.0.0.1:5556\nclient_id = a\n", false) == 0 &&
+           load("[oauth.local]\nissuer = http://localhost:5556/x\nclient_id = a\n", false) == 0 &&
+           load("[oauth.local]\nissuer = http://[::1]:5556\nclient_id = a\n", false) == 0,
+       "http to this host is allowed");
+
+    refused("[oauth.x]\nissuer = https://a.example\n", false, "a provider without client_id",
+            "[oauth.x]", "client_id");
+    refused("[oauth.x]\nclient_id = a\ntoken_endpoint = https://a.example/t\n", false,
+            "plain OAuth without all three endpoints", "[oauth.x]", "userinfo_endpoint");
+    refused("[oauth.x]\nissuer = http://a.example\nclient_id = a\n", false, "an http issuer elsewhere",
+            "[oauth.x] issuer", "https");
+    refused("[oauth.x]\nissuer = http://127.0.0.1.evil.example\nclient_id = a\n", false,
+            "a host that only starts like loopback", "[oauth.x] issuer", NULL);
+    refused("[oauth.x]\nclient_id = a\nauthorization_endpoint = https://a/b\n"
+            "token_endpoint = javascript:x\nuserinfo_endpoint = https://a/c\n", false,
+            "a javascript: endpoint", "token_endpoint", NULL);
+    refused("[oauth.Bad]\nclient_id = a\n", false, "an upper-case provider name", "[oauth.Bad]", "a-z");
+    refused("[oauth.]\nclient_id = a\n", false, "an empty provider name", "provider name", NULL);
+    refused("[oauth.x]\nclient_id = a\nissuer = https://a\nbogus = 1\n", false, "an unknown provider key",
+            "unknown key [oauth.x] bogus", NULL);
+    refused("[oauth.x]\nclient_id = a\nissuer = https://a\ntoken_auth = none\n", false,
+            "token_auth none", "[oauth.x] token_auth", "client_secret_post");
+    char many[4096] = "";
+    for (int i = 0; i <= AF_MAX_PROVIDERS; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "[oauth.p%d]\nissuer = https://a\nclient_id = a\n", i);
+    refused(many, false, "one provider too many", "at most", NULL);
+
+    /* The environment sets keys of the providers the file declares. */
+    setenv("AUTHFLOW_OAUTH_MY_IDP_CLIENT_SECRET", "from-env", 1);
+    setenv("AUTHFLOW_OAUTH_OTHER_CLIENT_ID", "ignored", 1);
+    ok(load("[oauth.my-idp]\nissuer = https://a.example\nclient_id = a\n", true) == 0, "env over a provider");
+    is_str(cfg.providers[0].client_secret, "from-env", "AUTHFLOW_OAUTH_MY_IDP_CLIENT_SECRET");
+    ok(cfg.nproviders == 1, "a provider only in the environment is not made up");
+    setenv("AUTHFLOW_OAUTH_MY_IDP_ISSUER", "http://a.example", 1);
+    refused("[oauth.my-idp]\nissuer = https://a.example\nclient_id = a\n", true, "a bad URL from the environment",
+            "[oauth.my-idp] issuer", NULL);
+    unsetenv("AUTHFLOW_OAUTH_MY_IDP_CLIENT_SECRET");
+    unsetenv("AUTHFLOW_OAUTH_OTHER_CLIENT_ID");
+    unsetenv("AUTHFLOW_OAUTH_MY_IDP_ISSUER");
+}
+
 int main(void)
 {
     /* The run's environment may set AUTHFLOW_* variables; start from none. */
@@ -251,6 +312,7 @@ int main(void)
     test_errors();
     test_env();
     test_file();
+    test_providers();
     af_config_free(&cfg);
     return done_testing();
 }
