@@ -177,7 +177,7 @@ static enum factor second_factor(struct af_ctx *ctx, struct af_req *req, const c
     bool found;
     if ((*st = totp_load(ctx, user_id, &t, &found)) != AF_DB_OK)
         return FACTOR_FAILED;
-    if (!found || !t.enabled || !six_digits(code)) {
+    if (!found || !t.enabled || !code || !six_digits(code)) {
         sodium_memzero(&t, sizeof t);
         return FACTOR_WRONG;
     }

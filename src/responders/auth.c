@@ -244,7 +244,8 @@ static void factor_fields(json_object *body, struct af_field_errors *fe, const c
 {
     *code = af_body_string(body, "code", false, fe);
     *recovery = af_body_string(body, "recovery_code", false, fe);
-    if (json_object_object_get_ex(body, "code", NULL) == json_object_object_get_ex(body, "recovery_code", NULL))
+    /* By value, not by key: {"code": null} gives neither. */
+    if (!*code == !*recovery)
         af_field_error(fe, "code", "give either code or recovery_code");
     else if ((*code && strlen(*code) > 64) || (*recovery && strlen(*recovery) > 64))
         af_field_error(fe, *code ? "code" : "recovery_code", "is too long");
