@@ -103,6 +103,7 @@ static bool six_digits(const char *code)
 /* The user's TOTP row: the opened secret, whether enabled, the last step. */
 struct totp_row {
     unsigned char secret[AF_TOTP_SECRET_BYTES];
+    char sealed_hex[2 * AF_TOTP_SEALED_BYTES + 1]; /* as stored, to enable only this one */
     bool enabled;
     int64_t last_step;
 };
@@ -123,6 +124,7 @@ static enum af_db_status totp_load(struct af_ctx *ctx, const char *user_id, stru
         unsigned char sealed[AF_TOTP_SEALED_BYTES];
         size_t len = 0;
         const char *hex = PQgetvalue(r, 0, 0);
+        snprintf(t->sealed_hex, sizeof t->sealed_hex, "%s", hex);
         if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &len, NULL) != 0 ||
             af_totp_open(mfa_key_bytes, sealed, len, t->secret) != 0) {
             PQclear(r);
@@ -294,6 +296,7 @@ void af_mfa_enable(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
     enum af_totp_result tr = six_digits(code) ? af_totp_check(t.secret, sizeof t.secret, code, time(NULL),
                                                               t.last_step, &step)
                                               : AF_TOTP_WRONG;
+    char *sealed_hex = af_arena_strdup(req->arena, t.sealed_hex);
     sodium_memzero(&t, sizeof t);
     if (tr != AF_TOTP_OK) {
         af_resp_problem(resp, req, 400, "invalid_code",
@@ -323,16 +326,19 @@ void af_mfa_enable(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
     char s[24];
     snprintf(s, sizeof s, "%lld", (long long)step);
     PGresult *r;
-    const char *p[] = {uid, s, hashes};
+    /* Only the secret the code was checked against: a set-up in another
+     * tab meanwhile has replaced it, and the user has not scanned that one. */
+    const char *p[] = {uid, s, hashes, sealed_hex};
     st = af_db_exec(ctx->db, &r,
                     "WITH t AS (UPDATE user_totp SET enabled_at = now(), last_step = $2 "
-                    "  WHERE user_id = $1 AND enabled_at IS NULL RETURNING user_id), "
+                    "  WHERE user_id = $1 AND enabled_at IS NULL AND secret_sealed = decode($4, 'hex') "
+                    "  RETURNING user_id), "
                     "u AS (UPDATE users SET mfa_enabled = true, updated_at = now() "
                     "  WHERE id IN (SELECT user_id FROM t)), "
                     "d AS (DELETE FROM recovery_codes WHERE user_id IN (SELECT user_id FROM t)), "
                     "i AS (INSERT INTO recovery_codes (user_id, code_hash) "
                     "  SELECT t.user_id, decode(x, 'hex') FROM t, unnest($3::text[]) x) "
-                    "SELECT count(*) FROM t", 3, p);
+                    "SELECT count(*) FROM t", 4, p);
     if (st != AF_DB_OK) {
         json_object_put(codes);
         af_resp_db_failure(resp, req, ctx, st);
@@ -340,9 +346,10 @@ void af_mfa_enable(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
     }
     bool enabled = strcmp(PQgetvalue(r, 0, 0), "1") == 0;
     PQclear(r);
-    if (!enabled) { /* a concurrent enable won */
+    if (!enabled) { /* a concurrent enable or set-up came first */
         json_object_put(codes);
-        af_resp_problem(resp, req, 409, "mfa_already_enabled", "Two-factor authentication is already on.");
+        af_resp_problem(resp, req, 400, "invalid_code",
+                        "The set-up changed meanwhile (enabled, or started again elsewhere): check it and try again.");
         return;
     }
     af_user_cache_drop(ctx, uid);
@@ -367,6 +374,9 @@ void af_mfa_disable(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp
         af_resp_field_errors(resp, req, &fe);
         return;
     }
+    /* Guessing codes here is guessing them at login: the same count. */
+    if (!af_login_throttle_check(ctx, req, resp, u.email))
+        return;
     const char *how;
     enum af_db_status st;
     enum factor f = second_factor(ctx, req, u.id, code, recovery_code, &how, &st);
@@ -375,6 +385,7 @@ void af_mfa_disable(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp
         return;
     }
     if (f == FACTOR_WRONG) {
+        af_login_throttle_failed(ctx, req, u.email);
         af_audit(ctx, req, "mfa_failure", u.id, u.id, req->claims.sid,
                  af_arena_printf(req->arena, "{\"reason\":\"wrong_code\",\"during\":\"disable\",\"method\":\"%s\"}", how));
         af_resp_problem(resp, req, 401, "invalid_code", "The code is wrong.");
@@ -418,6 +429,8 @@ enum af_db_status af_mfa_turn_off(struct af_ctx *ctx, struct af_req *req, const 
 void af_mfa_challenge(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp,
                       const struct af_user *u, const char *method, char *token_out)
 {
+    if (!mfa_key(ctx, req, resp)) /* no code could be checked: 503 now, not after the password */
+        return;
     char token[AF_TOKEN_CHARS + 1], hash[AF_SHA256_HEX], ttl[16], tries[16];
     af_random_token(token);
     af_sha256_hex(token, strlen(token), hash);

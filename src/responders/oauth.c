@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "account.h"
+#include "authn.h"
 #include "body.h"
 #include "cookie.h"
 #include "ctx.h"
@@ -51,6 +51,7 @@ struct provider {
     char *authorization_endpoint, *token_endpoint, *userinfo_endpoint, *jwks_uri;
     struct af_jwks *jwks;
     int64_t fetched_us, jwks_fetched_us;
+    int64_t retry_us;           /* no provider_ready fetch before this (after a failure) */
     const char **audiences;     /* extra_audiences, split, NULL-terminated */
     char *audiences_text;       /* the strings audiences points into */
 };
@@ -134,6 +135,10 @@ static int provider_ready(struct af_ctx *ctx, struct provider *p)
     int64_t now = af_now_us();
     if (p->jwks && now - p->fetched_us < ctx->cfg.oauth_discovery_refresh * 1000000)
         return 0;
+    /* After a failure, 30 s without trying: a provider that does not
+     * answer must not hold every request for the whole timeout. */
+    if (now < p->retry_us)
+        return p->jwks ? 0 : -1;
     char url[2048], err[256] = "";
     size_t il = strlen(c->issuer);
     snprintf(url, sizeof url, "%.*s/.well-known/openid-configuration",
@@ -162,11 +167,8 @@ static int provider_ready(struct af_ctx *ctx, struct provider *p)
     }
     af_log(AF_LOG_ERROR, "oauth_discovery_failed", "provider", c->name, "error", err,
            p->jwks ? "note" : NULL, "keeping the last keys", NULL);
-    if (p->jwks) {
-        p->fetched_us = now - (ctx->cfg.oauth_discovery_refresh - 30) * 1000000; /* retry in 30 s */
-        return 0;
-    }
-    return -1;
+    p->retry_us = af_now_us() + 30000000;
+    return p->jwks ? 0 : -1;
 }
 
 static void providers_free(struct af_ctx *ctx)
@@ -302,6 +304,8 @@ static void fail(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp, b
                  const char *code, const char *detail)
 {
     af_resp_problem(resp, req, status, code, detail);
+    if (status == 503)
+        af_resp_header(resp, req, "Retry-After", "5");
     if (!popup)
         return;
     json_object *m = json_object_new_object();
@@ -347,8 +351,13 @@ static int userinfo(struct af_ctx *ctx, struct provider *p, const char *access_t
         *why = "the provider is unreachable";
         return -2;
     }
-    json_object *o = r.status == 200 ? af_fetch_resp_json(&r) : NULL;
+    long status = r.status;
+    json_object *o = status == 200 ? af_fetch_resp_json(&r) : NULL;
     af_fetch_resp_free(&r);
+    if (status >= 500 || status == 429) {
+        *why = "the provider is unavailable";
+        return -2;
+    }
     if (!o) {
         *why = "the provider's userinfo answer is not usable";
         return -1;
@@ -379,10 +388,13 @@ static int userinfo(struct af_ctx *ctx, struct provider *p, const char *access_t
 }
 
 /* Verifies an id_token, fetching the keys again once for an unknown kid. */
+/* *down: the token names a key the provider's key set lacks, and fetching
+ * the set again failed (an outage, not the token's fault: 503). */
 static enum af_idtoken_status check_id_token(struct af_ctx *ctx, struct provider *p, const char *token,
                                              const char *nonce, long max_age, struct person *who,
-                                             const char **why)
+                                             const char **why, bool *down)
 {
+    *down = false;
     struct af_idtoken_expect want = {.issuer = p->cfg->issuer, .client_id = p->cfg->client_id,
                                      .extra_audiences = p->audiences, .nonce = nonce,
                                      .skew_s = ctx->cfg.clock_skew, .max_age_s = max_age};
@@ -392,8 +404,10 @@ static enum af_idtoken_status check_id_token(struct af_ctx *ctx, struct provider
     if (st == AF_IDTOKEN_UNKNOWN_KID && af_now_us() - p->jwks_fetched_us > JWKS_RETRY_US) {
         if (fetch_jwks(ctx, p, err, sizeof err) == 0)
             st = af_idtoken_verify(p->jwks, token, &want, &t, why);
-        else
+        else {
             af_log(AF_LOG_ERROR, "oauth_jwks_failed", "provider", p->cfg->name, "error", err, NULL);
+            *down = true;
+        }
     }
     if (st == AF_IDTOKEN_OK) {
         snprintf(who->sub, sizeof who->sub, "%s", t.sub);
@@ -408,18 +422,6 @@ static enum af_idtoken_status check_id_token(struct af_ctx *ctx, struct provider
 /* ---- finding or making the user ---------------------------------------- */
 
 enum found { FOUND_OK, FOUND_ANSWERED };
-
-static void mark_verified(struct af_ctx *ctx, struct af_req *req, struct af_user *u, const char *provider)
-{
-    const char *p[] = {u->id};
-    if (af_db_run(ctx->db, "UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1", 1, p) !=
-        AF_DB_OK)
-        return;
-    u->email_verified = true;
-    af_user_cache_drop(ctx, u->id);
-    af_audit(ctx, req, "email_verified", u->id, u->id, NULL,
-             af_arena_printf(req->arena, "{\"via\":\"oauth\",\"provider\":\"%s\"}", provider));
-}
 
 /* Links (provider, sub) to user_id; false when that identity is already
  * someone's (a concurrent first login). */
@@ -440,21 +442,83 @@ static enum af_db_status link_identity(struct af_ctx *ctx, const char *user_id, 
     return AF_DB_OK;
 }
 
+/* The provider vouches that the address is this person's, and the local
+ * account with it never proved it was: whoever made that account (anyone
+ * can register any address) loses its way in. Its sessions are revoked,
+ * its password and two-factor login dropped, and the address counts as
+ * verified; the owner goes on through the provider (or a password reset). */
+static enum af_db_status claim_account(struct af_ctx *ctx, struct af_req *req, struct af_user *u,
+                                       const char *provider)
+{
+    long n = af_session_revoke_all(ctx, u->id, NULL, "email_claimed");
+    if (n < 0)
+        return AF_DB_UNAVAILABLE;
+    const char *p[] = {u->id};
+    enum af_db_status st = af_db_run(ctx->db,
+        "WITH t AS (DELETE FROM user_totp WHERE user_id = $1), "
+        "r AS (DELETE FROM recovery_codes WHERE user_id = $1), "
+        "c AS (DELETE FROM mfa_challenges WHERE user_id = $1) "
+        "UPDATE users SET password_hash = NULL, mfa_enabled = false, email_verified = true, "
+        "updated_at = now() WHERE id = $1", 1, p);
+    if (st != AF_DB_OK)
+        return st;
+    u->password_hash = NULL;
+    u->mfa_enabled = false;
+    u->email_verified = true;
+    af_user_cache_drop(ctx, u->id);
+    af_audit(ctx, req, "account_claimed", u->id, u->id, NULL,
+             af_arena_printf(req->arena, "{\"provider\":\"%s\",\"sessions_revoked\":%ld}", provider, n));
+    return AF_DB_OK;
+}
+
+/* A new account for a verified address, its identity and its audit rows
+ * in one statement: all of it exists afterwards or none. No password (the
+ * owner may set one through a reset). AF_DB_CONFLICT when the address or
+ * the identity was taken meanwhile. */
+static enum af_db_status create_linked(struct af_ctx *ctx, struct af_req *req, const char *email,
+                                       const char *provider, const struct person *who, struct af_user *u)
+{
+    const char *ua = af_req_header(req, "User-Agent");
+    const char *p[] = {email, af_name_check(who->name) ? "" : who->name, provider, who->sub,
+                       req->remote_addr, ua, req->request_id};
+    PGresult *r;
+    enum af_db_status st = af_db_exec(ctx->db, &r,
+        "WITH u AS (INSERT INTO users (email, full_name, email_verified) VALUES ($1, $2, true) RETURNING *), "
+        "r AS (INSERT INTO user_roles (user_id, role) SELECT id, 'user' FROM u), "
+        "i AS (INSERT INTO identities (user_id, provider, subject, email, email_verified, last_login_at) "
+        "      SELECT id, $3, $4, $1, true, now() FROM u), "
+        "a AS (INSERT INTO audit_log (type, actor_id, subject_id, ip, user_agent, request_id, detail) "
+        "      SELECT t, id, id, $5, left($6, 512), $7, d FROM u, (VALUES "
+        "        ('register', jsonb_build_object('via', 'oauth', 'provider', $3::text)), "
+        "        ('identity_linked', jsonb_build_object('provider', $3::text, 'via', 'new_account'))) v (t, d)) "
+        "SELECT " AF_USER_COLS_WITH("'[\"user\"]'") " FROM u", 7, p);
+    if (st != AF_DB_OK)
+        return st;
+    af_user_from_row(req, r, 0, u);
+    PQclear(r);
+    return AF_DB_OK;
+}
+
 /* The user of the person the provider vouches for: by the identity, else
- * by a verified email (linked then), else a new account. Answers itself
- * (FOUND_ANSWERED) when there is no user to log in. */
+ * by an email the provider says is verified (linked then; made, when no
+ * account has it). Answers itself (FOUND_ANSWERED) when there is no user
+ * to log in. An address the provider has not verified neither opens an
+ * existing account nor makes one: else anyone who can make an account at
+ * the provider with someone's address would hold the account of that
+ * address, before or after its owner. */
 static enum found find_user(struct af_ctx *ctx, struct af_req *req, struct af_resp *resp, bool popup,
                             const char *provider, struct person *who, struct af_user *u)
 {
+    enum af_db_status st = AF_DB_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         PGresult *r;
         const char *p[] = {provider, who->sub, *who->email ? who->email : NULL,
                            who->email_verified ? "true" : "false"};
-        enum af_db_status st = af_db_exec(ctx->db, &r,
+        st = af_db_exec(ctx->db, &r,
             "UPDATE identities SET email = COALESCE($3, email), email_verified = $4::boolean, "
             "last_login_at = now() WHERE provider = $1 AND subject = $2 RETURNING user_id", 4, p);
         if (st != AF_DB_OK)
-            goto db_failed;
+            break;
         bool known = PQntuples(r) == 1;
         char uid[37] = "";
         if (known)
@@ -463,11 +527,9 @@ static enum found find_user(struct af_ctx *ctx, struct af_req *req, struct af_re
         bool found;
         if (known) {
             if ((st = af_user_by_id_full(ctx, req, uid, u, &found)) != AF_DB_OK)
-                goto db_failed;
+                break;
             if (!found)
                 continue; /* deleted meanwhile: the cascade took the identity too */
-            if (!u->email_verified && who->email_verified && !strcmp(who->email, u->email))
-                mark_verified(ctx, req, u, provider);
             return FOUND_OK;
         }
 
@@ -478,56 +540,40 @@ static enum found find_user(struct af_ctx *ctx, struct af_req *req, struct af_re
             return FOUND_ANSWERED;
         }
         if ((st = af_user_by_email(ctx, req, email, u, &found)) != AF_DB_OK)
-            goto db_failed;
-        bool linked;
-        if (found) {
-            /* Only a provider's word that the address is the person's may
-             * open an existing account: else anyone who can make an account
-             * at the provider with that address would take it over. */
-            if (!who->email_verified) {
+            break;
+        if (!who->email_verified) {
+            if (found)
                 af_audit(ctx, req, "oauth_link_refused", u->id, u->id, NULL,
                          af_arena_printf(req->arena, "{\"provider\":\"%s\",\"reason\":\"email_not_verified\"}", provider));
-                fail(ctx, req, resp, popup, 409, "email_taken",
-                     "An account with this email exists, and the provider has not verified the address: "
-                     "log in with your password.");
-                return FOUND_ANSWERED;
-            }
-            if ((st = link_identity(ctx, u->id, provider, who, &linked)) != AF_DB_OK)
-                goto db_failed;
-            if (!linked)
-                continue;
+            fail(ctx, req, resp, popup, found ? 409 : 403, found ? "email_taken" : "email_not_verified",
+                 found ? "An account with this email exists, and the provider has not verified the address: "
+                         "log in with your password."
+                       : "The provider has not verified this email address: verify it there, or register "
+                         "with a password.");
+            return FOUND_ANSWERED;
+        }
+        if (!found) {
+            st = create_linked(ctx, req, email, provider, who, u);
+            if (st == AF_DB_CONFLICT)
+                continue; /* made meanwhile: link to it, as below */
+            if (st != AF_DB_OK)
+                break;
             af_user_cache_drop(ctx, u->id);
-            af_audit(ctx, req, "identity_linked", u->id, u->id, NULL,
-                     af_arena_printf(req->arena, "{\"provider\":\"%s\",\"via\":\"verified_email\"}", provider));
-            if (!u->email_verified)
-                mark_verified(ctx, req, u, provider);
             return FOUND_OK;
         }
-
-        /* A new account, without a password (the owner may set one through
-         * a reset). An address the provider has not verified is verified
-         * the usual way: a code is mailed. */
-        char code[7], *codep = NULL;
-        if (!who->email_verified) {
-            af_account_new_code(code);
-            codep = code;
-        }
-        const char *name = af_name_check(who->name) ? "" : who->name;
-        st = af_user_create(ctx, req, email, NULL, name, codep, u);
-        sodium_memzero(code, sizeof code);
-        if (st == AF_DB_CONFLICT)
-            continue; /* made meanwhile: link to it, or not, as above */
-        if (st != AF_DB_OK)
-            goto db_failed;
-        if (who->email_verified)
-            mark_verified(ctx, req, u, provider);
+        if (!u->email_verified && (st = claim_account(ctx, req, u, provider)) != AF_DB_OK)
+            break;
+        bool linked;
         if ((st = link_identity(ctx, u->id, provider, who, &linked)) != AF_DB_OK)
-            goto db_failed;
+            break;
+        if (!linked)
+            continue;
         af_user_cache_drop(ctx, u->id);
         af_audit(ctx, req, "identity_linked", u->id, u->id, NULL,
-                 af_arena_printf(req->arena, "{\"provider\":\"%s\",\"via\":\"new_account\"}", provider));
+                 af_arena_printf(req->arena, "{\"provider\":\"%s\",\"via\":\"verified_email\"}", provider));
         return FOUND_OK;
-    db_failed:
+    }
+    if (st != AF_DB_OK) {
         af_resp_db_failure(resp, req, ctx, st);
         if (popup)
             fail(ctx, req, resp, popup, resp->status, resp->code, NULL);
@@ -710,7 +756,7 @@ static int exchange(struct af_ctx *ctx, struct af_req *req, struct provider *p, 
     af_log(AF_LOG_WARN, "oauth_code_refused", "provider", c->name, "status", st, "error", shown, NULL);
     if (o)
         json_object_put(o);
-    return status >= 500 ? 503 : 401;
+    return status >= 500 || status == 429 ? 503 : 401;
 }
 
 static const char *json_str(json_object *o, const char *field)
@@ -750,15 +796,15 @@ static void callback(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
             *s = '?';
     iss = iss ? af_arena_strdup(req->arena, iss) : NULL;
     json_object_put(q);
-
-    /* The state, used up whatever happens next. */
+    /* The state: looked at, then (once the provider can be reached: an
+     * outage costs the user a retry, not the sign-in) used up. */
     char state_hash[AF_SHA256_HEX];
     af_sha256_hex(state, strlen(state), state_hash);
     PGresult *r;
     const char *sp[] = {state_hash};
     enum af_db_status st = af_db_exec(ctx->db, &r,
-        "DELETE FROM oauth_states WHERE state_hash = decode($1, 'hex') "
-        "RETURNING provider, encode(browser_hash, 'hex'), redirect, mode, expires_at > now()", 1, sp);
+        "SELECT provider, encode(browser_hash, 'hex'), redirect, mode, expires_at > now() "
+        "FROM oauth_states WHERE state_hash = decode($1, 'hex')", 1, sp);
     if (st != AF_DB_OK) {
         af_resp_db_failure(resp, req, ctx, st);
         return;
@@ -788,16 +834,28 @@ static void callback(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
              "This sign-in was started in another browser; start again here.");
         return;
     }
+    if (!*denied && provider_ready(ctx, p) < 0) {
+        af_resp_unavailable(resp, req, "the provider's discovery document or keys cannot be fetched");
+        if (popup)
+            fail(ctx, req, resp, popup, 503, "service_unavailable", NULL);
+        return;
+    }
+    /* Used once: of two requests with the same state, one goes on. */
+    if ((st = af_db_exec(ctx->db, &r, "DELETE FROM oauth_states WHERE state_hash = decode($1, 'hex') RETURNING 1",
+                         1, sp)) != AF_DB_OK) {
+        af_resp_db_failure(resp, req, ctx, st);
+        return;
+    }
+    bool mine = PQntuples(r) == 1;
+    PQclear(r);
+    if (!mine) {
+        fail(ctx, req, resp, popup, 401, "invalid_token", "This sign-in was already used; start again.");
+        return;
+    }
     if (*denied) {
         af_log(AF_LOG_INFO, "oauth_denied", "provider", p->cfg->name, "error", denied, NULL);
         fail(ctx, req, resp, popup, 401, "unauthorized",
              af_arena_printf(req->arena, "The provider did not sign you in (%s).", denied));
-        return;
-    }
-    if (provider_ready(ctx, p) < 0) {
-        af_resp_unavailable(resp, req, "the provider's discovery document or keys cannot be fetched");
-        if (popup)
-            fail(ctx, req, resp, popup, 503, "service_unavailable", NULL);
         return;
     }
     /* RFC 9207: a provider that names itself must be the one we asked (a
@@ -814,8 +872,6 @@ static void callback(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
     int status = exchange(ctx, req, p, code, verifier, &tokens);
     sodium_memzero(verifier, sizeof verifier);
     if (status) {
-        if (status == 503)
-            af_resp_header(resp, req, "Retry-After", "5");
         fail(ctx, req, resp, popup, status, status == 503 ? "service_unavailable" : "invalid_code",
              status == 503 ? "The provider cannot be reached; try again shortly."
                            : "The provider refused the code (used, expired or not ours); start again.");
@@ -827,10 +883,16 @@ static void callback(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
     int bad = 0;
     if (p->cfg->oidc) {
         const char *idt = json_str(tokens, "id_token");
-        enum af_idtoken_status ts = idt ? check_id_token(ctx, p, idt, nonce, IDTOKEN_MAX_AGE, &who, &why)
+        bool down = false;
+        enum af_idtoken_status ts = idt ? check_id_token(ctx, p, idt, nonce, IDTOKEN_MAX_AGE, &who, &why, &down)
                                         : AF_IDTOKEN_INVALID;
         if (!idt)
             why = "no id_token";
+        if (down) {
+            json_object_put(tokens);
+            fail(ctx, req, resp, popup, 503, "service_unavailable", "The provider's keys cannot be fetched.");
+            return;
+        }
         bad = ts != AF_IDTOKEN_OK;
         /* An id_token without the email: userinfo has it (same subject). */
         if (!bad && !*who.email && access && p->userinfo_endpoint) {
@@ -885,6 +947,11 @@ static void callback(struct af_ctx *ctx, struct af_req *req, struct af_resp *res
         sodium_memzero(mfa_token, sizeof mfa_token);
         return;
     }
+    if (popup && resp->status >= 400 && resp->content_type &&
+        !strcmp(resp->content_type, "application/problem+json")) {
+        fail(ctx, req, resp, popup, resp->status, resp->code, NULL); /* the session could not open */
+        return;
+    }
     if (resp->status != 200 || !ctx->cfg.cookies_enabled)
         return; /* a failure already answered; or, without cookies, the token pair as JSON */
     /* The session is in the cookies session.c set; the tokens stay out of
@@ -933,13 +1000,26 @@ static void do_id_token(struct af_ctx *ctx, struct af_req *req, struct af_resp *
         af_field_error(&fe, "id_token", "this provider does not issue id_tokens (not OpenID Connect)");
     if (af_resp_field_errors(resp, req, &fe))
         return;
+    /* The answer sets session cookies: a page of another site must not
+     * log its visitor in to an account of its choosing (login CSRF). Native
+     * apps send no Origin; browsers do, on every cross-site POST. */
+    const char *origin = af_req_header(req, "Origin");
+    if (origin && !af_origin_allowed(ctx, origin)) {
+        af_resp_problem(resp, req, 403, "csrf_failed", "This origin may not sign in here.");
+        return;
+    }
     if (provider_ready(ctx, p) < 0) {
         af_resp_unavailable(resp, req, "the provider's discovery document or keys cannot be fetched");
         return;
     }
     struct person who = {0};
     const char *why = NULL;
-    enum af_idtoken_status ts = check_id_token(ctx, p, token, nonce, 0, &who, &why);
+    bool down;
+    enum af_idtoken_status ts = check_id_token(ctx, p, token, nonce, 0, &who, &why, &down);
+    if (down) {
+        af_resp_unavailable(resp, req, "the provider's keys cannot be fetched");
+        return;
+    }
     if (ts != AF_IDTOKEN_OK) {
         af_log(AF_LOG_WARN, "oauth_id_token_refused", "provider", p->cfg->name, "reason", why, NULL);
         af_resp_problem(resp, req, 401, ts == AF_IDTOKEN_EXPIRED ? "token_expired" : "invalid_token",

@@ -40,7 +40,8 @@ ACCOUNTS='[
   {"sub": "sub-frank",   "email": "frank@example.test",   "email_verified": true,  "name": "Frank Popup",    "password": "frank provider pass 7"},
   {"sub": "sub-gina",    "email": "gina@example.test",    "email_verified": true,  "name": "Gina Mfa",       "password": "gina provider pass 8"},
   {"sub": "sub-oscar",   "email": "oscar@example.test",   "email_verified": true,  "name": "Oscar Override", "password": "oscar provider pass 9"},
-  {"sub": "sub-pete",    "email": "pete@example.test",    "email_verified": true,  "name": "Pete Outage",    "password": "pete provider pass 10"}
+  {"sub": "sub-pete",    "email": "pete@example.test",    "email_verified": true,  "name": "Pete Outage",    "password": "pete provider pass 10"},
+  {"sub": "sub-quinn",   "email": "quinn@example.test",   "email_verified": true,  "name": "Quinn Owner",    "password": "quinn provider pass 11"}
 ]'
 
 # pw SUB: the provider password of account SUB.
@@ -555,15 +556,15 @@ now() { date +%s; }
     assert_session_cookies
 }
 
-@test "callback: a state used on another provider's callback path is refused, and spent" {
+@test "callback: a state used on another provider's callback path is refused; it stays its own provider's" {
     oauth_flow_to_callback test sub-alice
     local good=$CB_URL
     callback "${good/\/oauth\/test\//\/oauth\/post\/}"
     assert_problem 401 invalid_token
     refute_session_cookies
     callback "$good"
-    assert_problem 401 invalid_token
-    refute_session_cookies
+    assert_status 302
+    assert_session_cookies
 }
 
 @test "callback: the real state works once; replaying the callback URL is refused" {
@@ -588,10 +589,12 @@ now() { date +%s; }
     callback "$cb"
     assert_problem 401 invalid_token
     refute_session_cookies
-    # The state is used up by that attempt: the right browser cannot either.
+    # That attempt does not use the state up: the browser that started the
+    # sign-in finishes it.
     JAR=$jar1
     callback "$cb"
-    assert_problem 401 invalid_token
+    assert_status 302
+    assert_session_cookies
 
     # With a forged binding cookie.
     oauth_flow_to_callback test sub-alice
@@ -813,24 +816,38 @@ bad_id_token() {
     assert_json 'all(.items[]; .type != "identity_linked")'
 }
 
-@test "an unverified provider email without a local account: 403 email_not_verified, a code is mailed, then it works" {
+@test "an unverified provider email without a local account: 403 email_not_verified, no account is made" {
     oauth_login test sub-bob
     assert_problem 403 email_not_verified
     refute_session_cookies
+    assert_equal "$(user_id_of bob@example.test)" ""
+    assert_equal "$(sql "SELECT count(*) FROM identities WHERE subject = 'sub-bob'")" 0
+    # The address stays free for its owner.
+    register bob@example.test "$(unique_password)" "Bob Owner"
+    assert_status 201
+}
+
+@test "a verified provider email claims a local account that never verified its address: the squatter's password goes" {
+    # Anyone may register any address; the provider vouches for its owner.
+    local pass
+    pass=$(unique_password)
+    register quinn@example.test "$pass" "Squatter"
+    assert_status 201
     local uid
-    uid=$(user_id_of bob@example.test)
-    [[ -n $uid ]] || fail "no account was made for bob"
-    assert_equal "$(identity_count "$uid" test)" 1
-    assert_equal "$(sql "SELECT email_verified FROM users WHERE id = :'u'" u="$uid")" f
-    verify_local bob@example.test
-    oauth_login test sub-bob
+    uid=$(json .id)
+    oauth_login test sub-quinn
     assert_status 302
     assert_session_cookies
     me "$ACCESS"
-    assert_status 200
     assert_equal "$(json .id)" "$uid"
-    assert_json '.email == "bob@example.test" and .email_verified == true'
-    assert_json '.identities | length == 1 and .[0].provider == "test"'
+    assert_json '.email_verified == true and (.identities | length == 1)'
+    assert_equal "$(sql "SELECT password_hash IS NULL FROM users WHERE id = :'u'" u="$uid")" t
+    local token=$ACCESS
+    login quinn@example.test "$pass"
+    assert_problem 401 invalid_credentials
+    api GET "$API/users/me/activity?limit=200" -H "Authorization: Bearer $token"
+    assert_status 200
+    assert_json 'any(.items[]; .type == "account_claimed" and .detail.provider == "test")'
 }
 
 # ===========================================================================
@@ -1017,6 +1034,18 @@ bad_id_token() {
     assert_field_error id_token
     api GET "$API/oauth/test/id-token"
     assert_clean_4xx
+}
+
+@test "id-token endpoint: a page of another origin cannot log its visitor in (403 csrf_failed)" {
+    mint '{"claims": {"sub": "native-csrf", "email": "csrf@example.test", "email_verified": true, "aud": "authflow-native"}}'
+    api POST "$API/oauth/test/id-token" --data-urlencode "id_token=$IDT" -H 'Origin: https://evil.example'
+    assert_problem 403 csrf_failed
+    refute_session_cookies
+    assert_equal "$(user_id_of csrf@example.test)" ""
+    # The site's own pages may.
+    api POST "$API/oauth/test/id-token" --data-urlencode "id_token=$IDT" -H "Origin: $AUTHFLOW_BASE_URL"
+    assert_status 200
+    assert_token_pair
 }
 
 @test "id-token endpoint: an unverified email that matches a local account is 409, no link" {
