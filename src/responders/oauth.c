@@ -16,8 +16,9 @@
  *
  * Each process fetches a provider's discovery document and keys on first
  * use and again every [oauth] discovery_refresh seconds, keeping the old
- * ones while the provider is unreachable; a token signed with a key it does
- * not know makes it fetch the keys again, at most every 10 s. */
+ * ones while the provider is unreachable (and asking again only after
+ * 30 s); a token signed with a key it does not know makes it fetch the
+ * keys again, at most every 10 s. */
 #include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
